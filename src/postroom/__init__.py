@@ -1,0 +1,1 @@
+"""postroom: queued email for Python."""

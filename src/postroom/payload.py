@@ -1,0 +1,106 @@
+"""The queue wire format: what one queued email looks like between ``enqueue()`` and ingest.
+
+A payload is UTF-8 JSON bytes::
+
+    {"v": 1, "id": "01JD...", "queued_at": "2026-11-28T09:00:00.000000+00:00",
+     "send_after": "2026-11-28T09:05:00.000000+00:00", "email": {...Email.to_dict()...}}
+
+``id`` is the message id that ``enqueue()`` returned; ``send_after`` is an absolute UTC time
+(``send_later``/``send_at`` resolve durations and local times before the payload is built).
+:func:`decode` refuses anything else with :class:`~postroom.errors.PayloadError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from postroom.errors import PayloadError
+
+__all__ = ["PAYLOAD_VERSION", "QueuedEmail", "decode", "encode", "new_message_id"]
+
+PAYLOAD_VERSION = 1
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_message_id() -> str:
+    """A new 26-character, time-ordered, unique id (ULID layout: 48-bit ms time + 80 random bits).
+
+    Ids sort by creation time, which keeps database index inserts local.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_CROCKFORD[digit])
+    return "".join(reversed(chars))
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEmail:
+    """One decoded payload. ``email`` is the ``Email.to_dict()`` form, not yet validated."""
+
+    id: str
+    queued_at: datetime
+    send_after: datetime
+    email: dict[str, Any]
+
+
+def encode(message_id: str, email: dict[str, Any], send_after: datetime,
+           queued_at: datetime) -> bytes:
+    """Serialise one queued email. Both times must be timezone-aware."""
+    return json.dumps(
+        {
+            "v": PAYLOAD_VERSION,
+            "id": message_id,
+            "queued_at": queued_at.astimezone(UTC).isoformat(),
+            "send_after": send_after.astimezone(UTC).isoformat(),
+            "email": email,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
+
+
+def _time(doc: dict[str, Any], key: str) -> datetime:
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise PayloadError(f"payload field {key!r} is missing or not a string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise PayloadError(f"payload field {key!r}: {value!r} is not an ISO 8601 time") from exc
+    if parsed.tzinfo is None:
+        raise PayloadError(f"payload field {key!r}: {value!r} has no time zone")
+    return parsed.astimezone(UTC)
+
+
+def decode(raw: bytes) -> QueuedEmail:
+    """Parse a payload; raise :class:`PayloadError` naming what is wrong."""
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"payload is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise PayloadError("payload is not a JSON object")
+    version = doc.get("v")
+    if version != PAYLOAD_VERSION:
+        raise PayloadError(
+            f"payload version {version!r} is not supported (this postroom reads {PAYLOAD_VERSION})"
+        )
+    message_id = doc.get("id")
+    if not isinstance(message_id, str) or not message_id:
+        raise PayloadError("payload field 'id' is missing or empty")
+    email = doc.get("email")
+    if not isinstance(email, dict):
+        raise PayloadError("payload field 'email' is missing or not an object")
+    return QueuedEmail(
+        id=message_id,
+        queued_at=_time(doc, "queued_at"),
+        send_after=_time(doc, "send_after"),
+        email=email,
+    )
