@@ -1,0 +1,185 @@
+"""``postroom status`` and ``postroom stats``: read-only views of the database."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from postroom.cli.common import (
+    Subparsers,
+    add_config_option,
+    add_json_option,
+    load_config,
+    message_must_exist,
+    now,
+    opened_store,
+    since_arg,
+)
+from postroom.cli.output import (
+    JsonValue,
+    fmt_seconds,
+    fmt_time,
+    json_time,
+    print_json,
+    record_to_json,
+    table,
+)
+
+if TYPE_CHECKING:
+    from postroom.store import AttemptInfo, MessageInfo, Stats
+
+__all__ = ["register"]
+
+
+def register(sub: Subparsers) -> None:
+    """Add the ``status`` and ``stats`` commands."""
+    status = sub.add_parser(
+        "status",
+        help="show one message: state, times, attempts, failure",
+        description="Show one message: its state, times (UTC), every delivery attempt with "
+        "its SMTP reply, and the last failure reason.",
+    )
+    add_config_option(status)
+    status.add_argument("id", metavar="ID", help="the id that send/enqueue() returned")
+    add_json_option(status)
+    status.set_defaults(handler=run_status)
+
+    stats = sub.add_parser(
+        "stats",
+        help="counts by status, delivery latency, top failures",
+        description="Counts by status, enqueue-to-sent latency percentiles and the most "
+        "frequent failure reasons.",
+    )
+    add_config_option(stats)
+    stats.add_argument(
+        "--since",
+        type=since_arg,
+        metavar="DURATION|TIME",
+        help="only messages created since this long ago (24h, 7d) or since this "
+        "ISO 8601 time (default: all)",
+    )
+    add_json_option(stats)
+    stats.set_defaults(handler=run_stats)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print one message and its attempts."""
+    config = load_config(args)
+    with opened_store(config) as store:
+        with message_must_exist(args.id):
+            info = store.get(args.id)
+        attempts = store.attempts(args.id)
+    if args.json:
+        print_json(
+            {"message": record_to_json(info), "attempts": [record_to_json(a) for a in attempts]}
+        )
+    else:
+        print(_status_text(info, attempts))
+    return 0
+
+
+def _status_text(info: MessageInfo, attempts: list[AttemptInfo]) -> str:
+    rows = [
+        ("id", info.id),
+        ("status", info.status),
+        ("subject", info.subject or "-"),
+        ("from", info.mail_from),
+        ("recipients", ", ".join(info.recipients)),
+    ]
+    if info.pending_recipients is not None:
+        rows.append(("pending", ", ".join(info.pending_recipients) or "-"))
+    rows += [
+        ("priority", str(info.priority)),
+        ("message-id", info.message_id or "-"),
+        ("created", fmt_time(info.created_at)),
+        ("send after", fmt_time(info.send_after)),
+        ("next attempt", fmt_time(info.next_attempt_at)),
+        ("expires", fmt_time(info.expires_at)),
+        ("sent", fmt_time(info.sent_at)),
+        ("updated", fmt_time(info.updated_at)),
+        ("fails", str(info.num_fails)),
+        ("failure", info.failure or "-"),
+    ]
+    if info.lease_owner:
+        rows.append(("lease", f"{info.lease_owner} until {fmt_time(info.lease_until)}"))
+    text = table(rows)
+    if not attempts:
+        return text + "\n\nattempts: none"
+    return text + "\n\nattempts:\n" + _attempts_table(attempts)
+
+
+def _attempts_table(attempts: list[AttemptInfo]) -> str:
+    rows = []
+    for number, a in enumerate(attempts, start=1):
+        took_s = (a.ended_at - a.started_at).total_seconds() if a.ended_at else None
+        rows.append(
+            [
+                str(number),
+                fmt_time(a.started_at),
+                fmt_seconds(took_s),
+                a.outcome,
+                str(a.code) if a.code is not None else "-",
+                a.enhanced_code or "-",
+                a.dispatcher or "-",
+                " ".join((a.reply or "-").split()),
+            ]
+        )
+    header = ["#", "started", "took", "outcome", "code", "enhanced", "dispatcher", "reply"]
+    return table(rows, header=header, indent=2)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Print counts, latency percentiles and top failures."""
+    config = load_config(args)
+    with opened_store(config) as store:
+        stats = store.stats(args.since, now())
+    if args.json:
+        print_json(_stats_json(stats))
+    else:
+        print(_stats_text(stats))
+    return 0
+
+
+def _stats_json(stats: Stats) -> dict[str, JsonValue]:
+    return {
+        "since": json_time(stats.since),
+        "counts": {status: count for status, count in stats.counts.items()},
+        "total": sum(stats.counts.values()),
+        "attempts": stats.attempts,
+        "latency_s": {
+            "p50": stats.latency_p50_s,
+            "p95": stats.latency_p95_s,
+            "p99": stats.latency_p99_s,
+        },
+        "top_failures": [
+            {"reason": reason, "count": count} for reason, count in stats.top_failures
+        ],
+    }
+
+
+def _stats_text(stats: Stats) -> str:
+    since = f"since {fmt_time(stats.since)}" if stats.since else "all time"
+    counts = [(status, str(count)) for status, count in stats.counts.items()]
+    counts.append(("total", str(sum(stats.counts.values()))))
+    latency = "  ".join(
+        f"{name} {fmt_seconds(value)}"
+        for name, value in (
+            ("p50", stats.latency_p50_s),
+            ("p95", stats.latency_p95_s),
+            ("p99", stats.latency_p99_s),
+        )
+    )
+    lines = [
+        f"messages ({since}):",
+        table(counts, indent=2),
+        "",
+        f"attempts: {stats.attempts}",
+        f"enqueue-to-sent latency: {latency}",
+        "",
+    ]
+    if stats.top_failures:
+        rows = [(str(count), reason) for reason, count in stats.top_failures]
+        lines += ["top failures:", table(rows, header=("count", "reason"), indent=2)]
+    else:
+        lines.append("top failures: none")
+    return "\n".join(lines)
