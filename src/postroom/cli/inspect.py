@@ -94,6 +94,7 @@ def _status_text(info: MessageInfo, attempts: list[AttemptInfo]) -> str:
         ("created", fmt_time(info.created_at)),
         ("send after", fmt_time(info.send_after)),
         ("next attempt", fmt_time(info.next_attempt_at)),
+        ("due", fmt_time(info.due_at)),
         ("expires", fmt_time(info.expires_at)),
         ("sent", fmt_time(info.sent_at)),
         ("updated", fmt_time(info.updated_at)),
