@@ -1,0 +1,136 @@
+"""Ingest: move queued payloads into the ``messages`` table.
+
+One round::
+
+    take a batch from the queue ──▶ decode each payload ──▶ INSERT (idempotent on id), COMMIT
+                                                                 │
+                                          ack the whole batch ◀──┘   (only after the commit)
+
+A payload that cannot be decoded, or whose email cannot be sent (no recipient, bad address), is
+stored as ``failed`` with the reason and its raw bytes, and acknowledged: it never blocks the
+queue or crashes the server. If the database is down, nothing is acknowledged: the batch is
+retried, and were this process to die, the queue would deliver it again after its redelivery
+timeout. Redelivered payloads whose id is already stored are not inserted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from postroom.errors import MessageError, PayloadError
+from postroom.message import Email
+from postroom.payload import QueuedEmail, decode
+from postroom.queue.base import QueueEngine, Taken
+from postroom.store import NewMessage, Store
+
+__all__ = ["Ingestor", "to_new_message"]
+
+log = logging.getLogger("postroom.ingest")
+
+
+def _poison_id(raw: bytes) -> str:
+    """A stable id for a payload without a readable id, so redelivery stays idempotent."""
+    return "poison-" + hashlib.sha256(raw).hexdigest()[:24]
+
+
+def _failed_row(row_id: str, raw: bytes, reason: str, now: datetime) -> NewMessage:
+    return NewMessage(
+        id=row_id, status="failed", priority=0, created_at=now, send_after=now, expires_at=now,
+        mail_from="", recipients=[], subject="", message_id=None, data=raw,
+        failure=f"cannot be sent: {reason}",
+    )
+
+
+def _subject_of(queued: QueuedEmail) -> str:
+    subject = queued.email.get("subject")
+    return subject if isinstance(subject, str) else ""
+
+
+def to_new_message(raw: bytes, *, max_time: timedelta, now: datetime) -> NewMessage:
+    """Turn one payload into a row: ``queued`` when it can be sent, ``failed`` with the reason."""
+    try:
+        queued = decode(raw)
+    except PayloadError as exc:
+        return _failed_row(_poison_id(raw), raw, str(exc), now)
+    try:
+        email = Email.from_dict(queued.email)
+        email.validate()
+        recipients = list(email.envelope_recipients)
+        mail_from = email.envelope_sender
+    except (MessageError, ValueError, TypeError, KeyError) as exc:
+        row = _failed_row(queued.id, raw, str(exc) or type(exc).__name__, now)
+        return replace(row, created_at=queued.queued_at, subject=_subject_of(queued))
+    send_after = max(queued.send_after, queued.queued_at)
+    return NewMessage(
+        id=queued.id,
+        status="queued",
+        priority=int(email.priority or 0),
+        created_at=queued.queued_at,
+        send_after=send_after,
+        expires_at=send_after + max_time,
+        mail_from=mail_from,
+        recipients=recipients,
+        subject=_subject_of(queued),
+        message_id=email.message_id,
+        data=raw,
+    )
+
+
+class Ingestor:
+    """Moves batches from a queue engine into the store; see the module docstring."""
+
+    def __init__(
+        self,
+        queue: QueueEngine,
+        store: Store,
+        *,
+        max_time: timedelta,
+        batch: int = 500,
+        clock: Callable[[], datetime],
+        on_inserted: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.max_time = max_time
+        self.batch = batch
+        self.clock = clock
+        self.on_inserted = on_inserted
+
+    def run_once(self, timeout_s: float) -> int:
+        """Take one batch (waiting up to ``timeout_s``), store it, ack it; return rows inserted.
+
+        Raises :class:`~postroom.errors.StoreError` or :class:`~postroom.errors.QueueError`
+        without acknowledging anything when the database or the queue fails.
+        """
+        taken = self.queue.take(self.batch, timeout_s)
+        if not taken:
+            return 0
+        inserted = self.store_batch(taken)
+        self.queue.ack([t.tag for t in taken])
+        if inserted:
+            self.on_inserted(inserted)
+        return inserted
+
+    def store_batch(self, taken: Sequence[Taken]) -> int:
+        now = self.clock()
+        rows = [to_new_message(t.payload, max_time=self.max_time, now=now) for t in taken]
+        for row in rows:
+            if row.status == "failed":
+                log.warning("message %s cannot be sent and is stored as failed: %s",
+                            row.id, row.failure)
+        return self.store.insert_messages(_unique(rows))
+
+
+def _unique(rows: Sequence[NewMessage]) -> list[NewMessage]:
+    """Drop repeated ids inside one batch (a payload pushed twice): the first one wins."""
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        if row.id not in seen:
+            seen.add(row.id)
+            out.append(row)
+    return out

@@ -1,0 +1,111 @@
+"""What to do after a delivery attempt: pure functions, no I/O, no clock.
+
+The decision for one message after one attempt (``decide``)::
+
+    result            recipients left to try        fails so far + 1    ->  new status
+    ---------------   --------------------------    ----------------        -----------------------
+    SENT              none                          -                       sent
+    PERMANENT         -                             -                       failed
+    any               none accepted, all 5yz        -                       failed
+    SENT (partial),   some (4yz refusals)           < max_fails             queued, retry those only
+    TEMPORARY,        all still pending             < max_fails             queued, retry after backoff
+    MAYBE_DELIVERED                                 >= max_fails            failed
+                                                    retry after expiry      expired
+
+Recipients refused with 5yz are never tried again; their refusals are named in ``failure``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from postroom.transport.base import DeliveryResult, Outcome, Reply
+
+__all__ = ["Decision", "RetryPolicy", "backoff_delay_s", "decide"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently to retry. Built from ``email.server`` configuration."""
+
+    max_fails: int = 3
+    initial_s: float = 30.0
+    max_s: float = 1800.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The new state of a message after one attempt."""
+
+    status: str
+    failure: str | None
+    next_attempt_at: datetime | None
+    pending_recipients: list[str] | None
+    count_fail: bool
+    sent_at: datetime | None
+
+
+def backoff_delay_s(
+    fails: int, policy: RetryPolicy, rand: Callable[[], float] = random.random
+) -> float:
+    """Delay before the next try after ``fails`` failed attempts (1 for the first failure).
+
+    Exponential (``initial * multiplier ** (fails - 1)``, capped at ``max``), then spread by
+    ``±jitter`` so that messages that failed together do not all come back at the same moment.
+    """
+    base = min(policy.initial_s * policy.multiplier ** max(fails - 1, 0), policy.max_s)
+    spread = 1.0 + policy.jitter * (2.0 * rand() - 1.0)
+    return max(base * spread, 0.0)
+
+
+def _describe_refusals(refused: Mapping[str, Reply]) -> str:
+    return "; ".join(f"{rcpt}: {reply}" for rcpt, reply in refused.items())
+
+
+def _failure_text(result: DeliveryResult) -> str | None:
+    if result.outcome is Outcome.SENT:
+        if not result.refused:
+            return None
+        return f"refused by the server: {_describe_refusals(result.refused)}"
+    text = str(result.reply)
+    if result.outcome is Outcome.MAYBE_DELIVERED:
+        text = f"maybe delivered (no reply after the final dot): {text}"
+    if result.refused:
+        text = f"{text} [{_describe_refusals(result.refused)}]"
+    return text
+
+
+def decide(
+    result: DeliveryResult,
+    *,
+    recipients: Sequence[str],
+    num_fails: int,
+    expires_at: datetime,
+    now: datetime,
+    policy: RetryPolicy,
+    rand: Callable[[], float] = random.random,
+) -> Decision:
+    """Decide the next state of a message whose ``recipients`` were just attempted."""
+    accepted = set(result.accepted) if result.outcome is Outcome.SENT else set()
+    permanent = {r: reply for r, reply in result.refused.items() if reply.is_permanent}
+    remaining = [r for r in recipients if r not in accepted and r not in permanent]
+    failure = _failure_text(result)
+
+    if result.outcome is Outcome.PERMANENT or (not remaining and not accepted):
+        return Decision("failed", failure, None, None, True, None)
+    if not remaining:
+        return Decision("sent", failure, None, None, False, now)
+    fails = num_fails + 1
+    if fails >= policy.max_fails:
+        gave_up = f"gave up after {fails} attempts: {failure}"
+        return Decision("failed", gave_up, None, remaining, True, None)
+    next_at = now + timedelta(seconds=backoff_delay_s(fails, policy, rand))
+    if next_at >= expires_at:
+        expired = f"not sent before it expired: {failure}"
+        return Decision("expired", expired, None, remaining, True, None)
+    return Decision("queued", failure, next_at, remaining, True, None)
