@@ -1,0 +1,310 @@
+"""The production queue engine: a Redis stream read through a consumer group.
+
+One queue name is one stream key; every engine on it reads through the group ``postroom``, each
+under its own consumer name. An entry moves through these states::
+
+    XADD ──▶ in the stream, never delivered
+               │ XREADGROUP '>'            (deliveries = 1)
+               ▼
+             pending for this consumer ──XACK + XDEL──▶ gone
+               │ idle longer than redeliver_after_s
+               ▼
+             XAUTOCLAIM by any consumer    (deliveries + 1, counted by Redis)
+
+``push`` pipelines the XADDs of a batch into one round trip (not a MULTI: a failure may store a
+part of the batch, which the at-least-once contract allows). Acknowledged entries are deleted, so
+``size`` is the stream length; un-acknowledged entries are never trimmed.
+
+Failures of the server or the network are raised as :class:`~postroom.errors.QueueError` naming
+``host:port`` (never the password); no call hangs longer than a few seconds on a dead server.
+The engine heals itself: a stream or group that vanished (server restart without persistence,
+``DEL`` of the key) is created again on the next call. After ``fork()`` the child opens its own
+connections.
+
+Example::
+
+    queue = RedisQueue("redis://:secret@127.0.0.1:6379/0", name="mail")
+    queue.push([b"hello"])
+    [item] = queue.take(max_items=100, timeout_s=1.0)
+    queue.ack([item.tag])
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import TypeVar, cast
+from urllib.parse import urlsplit
+
+# Imported only when the redis engine is chosen; postroom.queue turns a missing package into
+# a ConfigError with the install command.
+import redis as redis_lib
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from postroom.errors import ConfigError, QueueError
+from postroom.queue.base import QueueEngine, Taken
+
+__all__ = ["RedisQueue"]
+
+GROUP = "postroom"
+_FIELD = b"p"
+_NAME_RE = re.compile(r"[A-Za-z0-9_:.{}-]{1,200}")
+_ENTRY_ID_RE = re.compile(r"\d+-\d+")
+_CONNECT_TIMEOUT_S = 5.0
+#: longest single XREADGROUP BLOCK; a longer take() blocks in several rounds
+_MAX_BLOCK_S = 5.0
+_SOCKET_TIMEOUT_S = _MAX_BLOCK_S + 5.0
+
+_T = TypeVar("_T")
+
+
+class RedisQueue(QueueEngine):
+    """A queue in a Redis stream; see the module docstring for states and guarantees.
+
+    ``url`` is ``redis://[:password@]host[:port][/db]`` or ``rediss://`` for TLS. ``name`` is the
+    stream key. ``consumer`` names this reader inside the group (default: host, pid and a random
+    part, so that every process reads under its own name).
+    """
+
+    engine = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "postroom",
+        redeliver_after_s: float = 300.0,
+        consumer: str | None = None,
+    ) -> None:
+        super().__init__(redeliver_after_s=redeliver_after_s)
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ConfigError("url", "redis queue url must look like redis://host:6379/0")
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise ConfigError(
+                "name", f"queue name {name!r} must be 1 to 200 letters, digits or _ - : . {{ }}"
+            )
+        self.name = name
+        self.server = f"{parts.hostname}:{parts.port or 6379}"
+        self._url = url
+        self._password = parts.password
+        self._fixed_consumer = consumer
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._client: redis_lib.Redis | None = None
+        self._consumer = ""
+        self._group_ready = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RedisQueue(server={self.server!r}, name={self.name!r})"
+
+    @property
+    def consumer(self) -> str:
+        """This process's consumer name inside the group."""
+        self._redis()
+        return self._consumer
+
+    # -- public contract -------------------------------------------------------------------------
+
+    def push(self, payloads: Sequence[bytes]) -> None:
+        """XADD every payload in one pipelined round trip."""
+        if not payloads:
+            return
+        client = self._redis()
+        with self._errors("push"):
+            pipe = client.pipeline(transaction=False)
+            for payload in payloads:
+                pipe.xadd(self.name, {_FIELD: bytes(payload)})
+            pipe.execute()
+
+    def take(self, max_items: int, timeout_s: float) -> list[Taken]:
+        """Reclaim overdue entries first, else block on new ones for up to ``timeout_s``."""
+        if max_items < 1:
+            return []
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        while True:
+            items = self._with_group(partial(self._reclaim, max_items))
+            if items:
+                return items
+            remaining = deadline - time.monotonic()
+            # Block in rounds no longer than redeliver_after_s so overdue entries are noticed.
+            block_ms = int(min(remaining, self.redeliver_after_s, _MAX_BLOCK_S) * 1000)
+            items = self._with_group(partial(self._read_new, max_items, block_ms))
+            if items or deadline - time.monotonic() <= 0:
+                return items
+
+    def ack(self, tags: Sequence[str]) -> None:
+        """XACK and XDEL the entries in one round trip; unknown tags do nothing."""
+        ids = [tag for tag in tags if _ENTRY_ID_RE.fullmatch(str(tag))]
+        if not ids:
+            return
+        client = self._redis()
+        with self._errors("ack"):
+            pipe = client.pipeline(transaction=False)
+            pipe.xack(self.name, GROUP, *ids)
+            pipe.xdel(self.name, *ids)
+            pipe.execute()
+
+    def size(self) -> int:
+        """Stream length: entries waiting plus entries taken and not acknowledged."""
+        client = self._redis()
+        with self._errors("size"):
+            return int(client.xlen(self.name))
+
+    def close(self) -> None:
+        """Drop this consumer from the group if it holds nothing, then close the connections."""
+        with self._lock:
+            client, self._client, self._closed = self._client, None, True
+            mine = self._pid == os.getpid()
+        if client is None or not mine:
+            return
+        try:
+            pending = cast(
+                list[dict[str, object]],
+                client.xpending_range(self.name, GROUP, "-", "+", 1, self._consumer),
+            )
+            if not pending:
+                client.xgroup_delconsumer(self.name, GROUP, self._consumer)
+        except redis_lib.exceptions.RedisError:  # best effort on the way out
+            pass
+        client.close()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _reclaim(self, max_items: int) -> list[Taken]:
+        """XAUTOCLAIM entries idle longer than redeliver_after_s, with their delivery counts."""
+        client = self._redis()
+        reply = cast(
+            list[object],
+            client.xautoclaim(
+                self.name,
+                GROUP,
+                self._consumer,
+                min_idle_time=max(int(self.redeliver_after_s * 1000), 0),
+                start_id="0-0",
+                count=max_items,
+            ),
+        )
+        entries = _entries(reply[1])
+        if not entries:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for entry_id, _ in entries:
+            pipe.xpending_range(self.name, GROUP, entry_id, entry_id, 1)
+        counts: dict[str, int] = {}
+        for rows in cast(list[list[dict[str, object]]], pipe.execute()):
+            for row in rows:
+                counts[_text(row["message_id"])] = int(cast(int, row["times_delivered"]))
+        return [
+            Taken(tag=entry_id, payload=payload, deliveries=counts.get(entry_id, 2))
+            for entry_id, payload in entries
+        ]
+
+    def _read_new(self, max_items: int, block_ms: int) -> list[Taken]:
+        """XREADGROUP never-delivered entries, blocking ``block_ms`` (0 or less: not at all)."""
+        client = self._redis()
+        reply = client.xreadgroup(
+            GROUP,
+            self._consumer,
+            {self.name: ">"},
+            count=max_items,
+            block=block_ms if block_ms > 0 else None,
+        )
+        entries: list[tuple[str, bytes]] = []
+        for _stream, stream_entries in _streams(reply):
+            entries.extend(_entries(stream_entries))
+        return [Taken(tag=entry_id, payload=payload) for entry_id, payload in entries]
+
+    def _with_group(self, call: Callable[[], _T]) -> _T:
+        """Run ``call``; when the stream or group vanished, create the group and retry once."""
+        with self._errors("take"):
+            self._ensure_group()
+            try:
+                return call()
+            except redis_lib.exceptions.ResponseError as exc:
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                    raise
+                self._group_ready = False
+                self._ensure_group()
+                return call()
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self._redis().xgroup_create(self.name, GROUP, id="0", mkstream=True)
+        except redis_lib.exceptions.ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+        self._group_ready = True
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def _redis(self) -> redis_lib.Redis:
+        """The client of this process, made on first use and again after ``fork()``."""
+        pid = os.getpid()
+        with self._lock:
+            if self._client is not None and self._pid == pid:
+                return self._client
+            if self._closed:
+                raise QueueError(f"redis queue {self.name} at {self.server} is closed")
+            self._client = self._make_client()
+            self._pid = pid
+            self._consumer = self._fixed_consumer or (
+                f"{socket.gethostname()}-{pid}-{secrets.token_hex(3)}"
+            )
+            self._group_ready = False
+            return self._client
+
+    def _make_client(self) -> redis_lib.Redis:
+        with self._errors("connect"):
+            return redis_lib.Redis.from_url(
+                self._url,
+                socket_connect_timeout=_CONNECT_TIMEOUT_S,
+                socket_timeout=_SOCKET_TIMEOUT_S,
+                # One quick retry heals a pooled connection that a server restart broke.
+                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1),
+            )
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except redis_lib.exceptions.RedisError as exc:
+            detail = str(exc)
+            if self._password:
+                detail = detail.replace(self._password, "***")
+            raise QueueError(
+                f"redis queue {self.name} at {self.server}: {action} failed: {detail}"
+            ) from exc
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _streams(reply: object) -> list[tuple[object, object]]:
+    """XREADGROUP replies as (stream, entries) pairs, whether RESP2 list or RESP3 dict."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return [(item[0], item[1]) for item in cast(list[list[object]], reply)]
+
+
+def _entries(raw: object) -> list[tuple[str, bytes]]:
+    """Stream entries as (id, payload); entries without our field (deleted) are skipped."""
+    out: list[tuple[str, bytes]] = []
+    for entry_id, fields in cast(list[tuple[object, dict[bytes, bytes] | None]], raw or []):
+        if fields and _FIELD in fields:
+            out.append((_text(entry_id), bytes(fields[_FIELD])))
+    return out
