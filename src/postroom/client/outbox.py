@@ -1,0 +1,417 @@
+"""The Outbox: what ``Email.enqueue()`` does in the application process.
+
+``submit()`` runs in the caller's thread and never touches the network: it validates the
+email, gives it a message id, takes a snapshot (``Email.to_dict()``, so changing the Email
+afterwards changes nothing), puts the snapshot on a bounded in-memory buffer and returns the id.
+One background pusher thread per outbox and process serialises the snapshots and pushes them to
+the queue engine in batches.
+
+States of the pusher::
+
+    not started ──first submit()──▶ idle ──item arrives──▶ pushing ──ok──▶ idle (or pushing)
+                                     ▲                        │
+                                     │                   push raised
+                                     │                        ▼
+                                     └──── ok ◀── pushing ◀── backing off (50 ms doubling to
+                                                                5 s, jittered; one warning
+                                                                per outage, one info on recovery)
+    any state ──close() drained or timed out──▶ stopped
+
+A failed batch stays at the front of the buffer and is pushed again, with whatever arrived since:
+nothing is dropped, and an engine that stored part of a failed batch sees those ids twice
+(ingest is idempotent on the id). The buffer counts items being pushed too, so ``buffer`` bounds
+everything the process holds; when it is full, ``submit()`` waits up to ``enqueue_timeout_s`` and
+then raises :class:`~postroom.errors.BufferFullError`.
+
+Processes: at interpreter exit every outbox is flushed for up to its ``flush_timeout_s``, with
+a warning naming how many emails could not be pushed. Across ``os.fork()`` the buffer lock is
+held, so a fork cannot split an append; the child starts with an empty buffer (the parent pushes
+what it had buffered), and gets its own pusher thread and its own engine on its first submit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+from postroom.client.buffer import Buffer
+from postroom.errors import ConfigError, QueueError
+from postroom.payload import encode, new_message_id
+from postroom.queue import QueueEngine, engine_class, open_queue
+
+if TYPE_CHECKING:
+    from postroom.config import Config
+
+__all__ = ["MAX_BATCH", "Outbox", "Submittable", "close_all", "retry_delay_s"]
+
+_log = logging.getLogger("postroom.client")
+
+#: most payloads handed to one ``QueueEngine.push()`` call
+MAX_BATCH = 500
+
+# one snapshot: (message id, Email.to_dict(), send_after, queued_at)
+_Item = tuple[str, dict[str, Any], datetime, datetime]
+
+
+class Submittable(Protocol):
+    """What :meth:`Outbox.submit` needs from an email (:class:`postroom.Email` has it)."""
+
+    def validate(self) -> object:
+        """Raise a :class:`~postroom.errors.MessageError` when the email cannot be sent."""
+
+    def ensure_identity(self) -> object:
+        """Fix the Message-ID and Date, so every retry renders the same message."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe copy that later changes to the email do not affect."""
+
+
+def retry_delay_s(
+    failures: int,
+    *,
+    initial_s: float = 0.05,
+    max_s: float = 5.0,
+    jitter: float = 0.2,
+    rng: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait after the ``failures``-th push failure in a row (1-based).
+
+    ``initial_s`` doubling per failure up to ``max_s``, then spread by ``± jitter`` so that many
+    processes that lost the same Redis do not come back in step.
+
+    >>> retry_delay_s(1, rng=lambda: 0.5), retry_delay_s(3, rng=lambda: 0.5)
+    (0.05, 0.2)
+    """
+    base_s = min(initial_s * 2.0 ** min(max(failures - 1, 0), 30), max_s)
+    return base_s * (1.0 + jitter * (2.0 * rng() - 1.0))
+
+
+class Outbox:
+    """An explicit, non-global client: a buffer, a pusher thread and a queue engine.
+
+    ``config`` defaults to :func:`postroom.config.load_config` with no argument (the
+    ``$POSTROOM_CONFIG`` file, else ``./postroom.yaml``, else the embedded default). ``queue``
+    overrides the configured engine: an engine instance (used as is, also in a forked child, and
+    not closed by the outbox) or a factory called in the pusher thread (called again in a forked
+    child; its engine is closed with the outbox). ``buffer``, ``enqueue_timeout_s`` and
+    ``flush_timeout_s`` override ``email.buffer``, ``email.enqueue-timeout`` and
+    ``email.flush-timeout``.
+
+    >>> from postroom.queue.memory import MemoryQueue
+    >>> with Outbox(queue=MemoryQueue()) as outbox:  # doctest: +SKIP
+    ...     message_id = email.enqueue(outbox=outbox)
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        queue: QueueEngine | Callable[[], QueueEngine] | None = None,
+        buffer: int | None = None,
+        enqueue_timeout_s: float | None = None,
+        flush_timeout_s: float | None = None,
+    ) -> None:
+        if config is None:
+            from postroom.config import load_config
+
+            config = load_config(None)
+        self.config = config
+        email_cfg = config.email
+        self.capacity = email_cfg.buffer if buffer is None else buffer
+        self.enqueue_timeout_s = (
+            email_cfg.enqueue_timeout.total_seconds()
+            if enqueue_timeout_s is None
+            else enqueue_timeout_s
+        )
+        self.flush_timeout_s = (
+            email_cfg.flush_timeout.total_seconds() if flush_timeout_s is None else flush_timeout_s
+        )
+        _require("buffer", self.capacity, 1)
+        _require("enqueue_timeout_s", self.enqueue_timeout_s, 0)
+        _require("flush_timeout_s", self.flush_timeout_s, 0)
+        self._engine: QueueEngine | None = None
+        self._factory: Callable[[], QueueEngine] | None = None
+        if queue is None:
+            queue_cfg = email_cfg.queue["default"]
+            engine_class(queue_cfg.engine)  # refuse an unknown engine or missing package now
+            self._factory = partial(open_queue, queue_cfg)
+            self.engine_label = f"{queue_cfg.engine} queue {queue_cfg.name!r}"
+        elif isinstance(queue, QueueEngine):
+            self._engine = queue
+            self.engine_label = f"{queue.engine or type(queue).__name__} queue"
+        else:
+            self._factory = queue
+            self.engine_label = "queue engine"
+        self._buffer: Buffer[_Item] = Buffer(self.capacity)
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._outage_since: float | None = None
+        self._failures = 0
+        _track(self)
+
+    def __repr__(self) -> str:
+        return f"<Outbox {self.engine_label} pending={len(self._buffer)}/{self.capacity}>"
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the caller's side ----------------------------------------------------------------------
+
+    def submit(self, email: Submittable, *, send_after: datetime | None = None) -> str:
+        """Queue ``email`` to be sent at ``send_after`` (``None`` or a past time: now).
+
+        Returns the message id at once; the push happens in the background. A naive
+        ``send_after`` is local time. Raises :class:`~postroom.errors.MessageError` for an
+        invalid email (nothing is queued), :class:`~postroom.errors.BufferFullError` when the
+        buffer stayed full for ``enqueue_timeout_s``, :class:`~postroom.errors.QueueError` after
+        :meth:`close`.
+        """
+        email.validate()
+        email.ensure_identity()
+        message_id = new_message_id()
+        now = datetime.now(UTC)
+        when = now if send_after is None else max(send_after.astimezone(UTC), now)
+        item: _Item = (message_id, email.to_dict(), when, now)
+        if self._thread is None:
+            self._start_pusher()
+        self._buffer.put(item, self.enqueue_timeout_s)
+        return message_id
+
+    def enqueue(self, email: Submittable) -> str:
+        """Queue ``email`` to be sent now; return its message id. See :meth:`submit`."""
+        return self.submit(email)
+
+    def pending(self) -> int:
+        """How many emails this process holds that the engine has not confirmed yet."""
+        return len(self._buffer)
+
+    def flush(self, timeout_s: float | None = None) -> int:
+        """Wait until the buffer is pushed, up to ``timeout_s`` (default ``flush_timeout_s``).
+
+        Returns how many emails are still waiting: 0 when everything reached the engine.
+        """
+        return self._buffer.wait_empty(self.flush_timeout_s if timeout_s is None else timeout_s)
+
+    def close(self, timeout_s: float | None = None) -> int:
+        """Refuse new emails, flush for up to ``timeout_s``, stop the pusher, close the engine.
+
+        Returns how many emails could not be pushed; a warning on ``postroom.client`` names the
+        number when it is not zero. Calling it again is harmless.
+        """
+        self._buffer.close()
+        left = self.flush(timeout_s)
+        self._stop.set()
+        self._buffer.stop()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(0.05 if left else 1.0)
+            left = len(self._buffer)
+        if left:
+            _log.warning(
+                "%d emails were not pushed to the %s before the outbox closed and are lost "
+                "(the queue engine is unreachable or slow)",
+                left,
+                self.engine_label,
+            )
+        if thread is None or not thread.is_alive():
+            self._close_engine()
+        return left
+
+    # -- the pusher thread ----------------------------------------------------------------------
+
+    def _start_pusher(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._buffer.closed:
+                return
+            thread = threading.Thread(target=self._run, name="postroom-outbox-pusher", daemon=True)
+            thread.start()
+            self._thread = thread
+        _hook_process_exit()
+
+    def _run(self) -> None:
+        covered = 0  # buffer items (from the front) that `payloads` stands for
+        payloads: list[bytes] = []
+        while True:
+            if covered == 0:
+                items = self._buffer.next_batch(MAX_BATCH)
+                if items is None:
+                    return
+            else:  # retrying: the failed batch is still at the front; take what arrived since
+                items = self._buffer.peek(covered, MAX_BATCH - covered)
+            covered += len(items)
+            payloads.extend(_encode_all(items))
+            if self._push(payloads):
+                self._buffer.commit(covered)
+                covered, payloads = 0, []
+            elif self._stop.wait(retry_delay_s(self._failures)):
+                return
+
+    def _push(self, payloads: list[bytes]) -> bool:
+        """Push once; keep the outage state and its two log lines. True when pushed."""
+        try:
+            if payloads:
+                self._open_engine().push(payloads)
+        except Exception as exc:
+            self._failures += 1
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                _log.warning(
+                    "cannot push to the %s (%s: %s); %d emails are buffered and will be pushed "
+                    "when it is back (retrying with backoff)",
+                    self.engine_label,
+                    type(exc).__name__,
+                    exc,
+                    len(self._buffer),
+                    exc_info=not isinstance(exc, QueueError),
+                )
+            return False
+        if self._outage_since is not None:
+            _log.info(
+                "the %s is reachable again after %.1fs; pushed %d buffered emails",
+                self.engine_label,
+                time.monotonic() - self._outage_since,
+                len(payloads),
+            )
+            self._outage_since = None
+            self._failures = 0
+        return True
+
+    def _open_engine(self) -> QueueEngine:
+        engine = self._engine
+        if engine is None:
+            assert self._factory is not None
+            engine = self._engine = self._factory()
+        return engine
+
+    def _close_engine(self) -> None:
+        engine, owned = self._engine, self._factory is not None
+        if engine is not None and owned:
+            self._engine = None
+            try:
+                engine.close()
+            except Exception:
+                _log.debug("closing the %s failed", self.engine_label, exc_info=True)
+
+    # -- fork --------------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        self._start_lock.acquire()
+        self._buffer.before_fork()
+
+    def _after_fork_in_parent(self) -> None:
+        self._buffer.after_fork_in_parent()
+        self._start_lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._start_lock = threading.Lock()
+        self._buffer.after_fork_in_child()
+        self._thread = None
+        self._stop = threading.Event()
+        self._outage_since, self._failures = None, 0
+        if self._factory is not None and self._engine is not None:
+            # The parent's connection is the parent's: never use it here, and never close it
+            # either (closing could tear down a socket or file lock the parent still uses).
+            _inherited_engines.append(self._engine)
+            self._engine = None
+
+
+def _require(name: str, value: float, minimum: float) -> None:
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value!r}")
+
+
+def _encode_all(items: list[_Item]) -> list[bytes]:
+    out = []
+    for message_id, email, send_after, queued_at in items:
+        try:
+            out.append(encode(message_id, email, send_after, queued_at))
+        except (TypeError, ValueError) as exc:  # a to_dict() that is not JSON-safe: a bug
+            _log.error("email %s cannot be serialised and is dropped: %s", message_id, exc)
+    return out
+
+
+# -- process lifecycle: every live outbox, fork hooks, interpreter exit ------------------------
+
+_registry_lock = threading.Lock()
+_live: weakref.WeakSet[Outbox] = weakref.WeakSet()
+_hooks_installed = False
+_forking: list[Outbox] = []
+_inherited_engines: list[QueueEngine] = []
+_exit_hooked_pid: int | None = None
+
+
+def _track(outbox: Outbox) -> None:
+    global _hooks_installed
+    with _registry_lock:
+        _live.add(outbox)
+        if not _hooks_installed:
+            os.register_at_fork(
+                before=_before_fork,
+                after_in_parent=_after_fork_in_parent,
+                after_in_child=_after_fork_in_child,
+            )
+            atexit.register(close_all)
+            _hooks_installed = True
+
+
+def _before_fork() -> None:
+    _registry_lock.acquire()
+    _forking[:] = list(_live)
+    for outbox in _forking:
+        outbox._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for outbox in reversed(_forking):
+        outbox._after_fork_in_parent()
+    _forking.clear()
+    _registry_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock
+    for outbox in _forking:
+        outbox._after_fork_in_child()
+    _forking.clear()
+    _registry_lock = threading.Lock()
+
+
+def close_all() -> int:
+    """Close every live outbox, each within its own ``flush_timeout_s`` counted from now.
+
+    Runs at interpreter exit; returns how many emails could not be pushed in all.
+    """
+    start = time.monotonic()
+    left = 0
+    for outbox in list(_live):
+        elapsed_s = time.monotonic() - start
+        left += outbox.close(max(outbox.flush_timeout_s - elapsed_s, 0.0))
+    return left
+
+
+def _hook_process_exit() -> None:
+    """Also flush in a ``multiprocessing`` child, which ends with ``os._exit()`` (no atexit)."""
+    global _exit_hooked_pid
+    multiprocessing = sys.modules.get("multiprocessing")
+    pid = os.getpid()
+    if multiprocessing is None or _exit_hooked_pid == pid:
+        return
+    _exit_hooked_pid = pid
+    if multiprocessing.parent_process() is not None:
+        from multiprocessing import util
+
+        util.Finalize(None, close_all, exitpriority=100)
