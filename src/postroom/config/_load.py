@@ -21,7 +21,7 @@ import yaml
 from postroom.errors import ConfigError
 
 from ._build import Text, build_config, hints, join, section_keys
-from ._model import Config, EmailConfig
+from ._model import DEFAULT_QUEUE, Config, EmailConfig
 
 CONFIG_ENV: str = "POSTROOM_CONFIG"
 ENV_PREFIX: str = "POSTROOM_"
@@ -70,11 +70,9 @@ def render_config(config: Config) -> str:
 
     Secrets show as ``********``, durations Go-style; the text loads again with ``load_config``.
     """
-    header = f"# postroom configuration from {config.source}\n# secrets are shown as ********\n"
-    body = yaml.safe_dump(
+    return yaml.safe_dump(
         config.redacted_dict(), sort_keys=False, allow_unicode=True, default_flow_style=False
     )
-    return header + body
 
 
 # ---- the file layer -----------------------------------------------------------------------
@@ -197,15 +195,13 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
 
 def _env_keys(name: str, raw: Mapping[str, Any]) -> list[str]:
     """The key path a ``POSTROOM_EMAIL__...`` variable names, checked against the schema."""
-    segments = name[len(ENV_PREFIX) :].upper().split("__")
+    segments = name[len(ENV_PREFIX) :].upper().split("__")[1:]
     keys: list[str] = ["email"]
     cls: type[Any] = EmailConfig
     node: Any = raw.get("email")
-    index = 1
-    while index < len(segments):
+    while segments:
         fields = section_keys(cls)
-        by_env = {key.upper().replace("-", "_"): key for key in fields}
-        key = by_env.get(segments[index])
+        key = {k.upper().replace("-", "_"): k for k in fields}.get(segments.pop(0))
         if key is None:
             candidates = [env_name(join(".".join(keys), k)) for k in fields]
             close = difflib.get_close_matches(name.upper(), candidates, n=1, cutoff=0.6)
@@ -214,25 +210,25 @@ def _env_keys(name: str, raw: Mapping[str, Any]) -> list[str]:
         keys.append(key)
         node = node.get(key) if isinstance(node, Mapping) else None
         hint_type = hints(cls)[fields[key].name]
-        index += 1
         if isinstance(hint_type, type) and dataclasses.is_dataclass(hint_type):
             cls = hint_type
         elif get_origin(hint_type) is Mapping:
-            if index >= len(segments):
+            if not segments:
+                example = env_name(join(".".join(keys), f"{DEFAULT_QUEUE}.engine"))
                 break
-            queue = _queue_name(segments[index], node)
-            keys.append(queue)
-            node = node.get(queue) if isinstance(node, Mapping) else None
+            keys.append(_queue_name(segments.pop(0), node))
+            node = node.get(keys[-1]) if isinstance(node, Mapping) else None
             cls = get_args(hint_type)[1]
-            index += 1
-        elif index < len(segments):
+        elif segments:
             raise ConfigError(
                 f"${name}", f"names no configuration key ({'.'.join(keys)} is a value)"
             )
         else:
             return keys
-    example = env_name(join(".".join(keys), next(iter(section_keys(cls)))))
-    raise ConfigError(f"${name}", f"names the section {'.'.join(keys)}; set a key, e.g. ${example}")
+    else:
+        example = env_name(join(".".join(keys), next(iter(section_keys(cls)))))
+    section = ".".join(keys)
+    raise ConfigError(f"${name}", f"names the section {section}; set a key, e.g. ${example}")
 
 
 def _queue_name(segment: str, queues: object) -> str:
