@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -151,6 +152,13 @@ def test_configuration_is_immutable() -> None:
         config.email.buffer = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.email.queue["other"] = QueueConfig()  # type: ignore[index]
+
+
+def test_configuration_pickles_for_child_processes() -> None:
+    config = load_config(SEED_SERVER, env={})
+    copy = pickle.loads(pickle.dumps(config))
+    assert copy == config and copy.source == config.source
+    assert copy.email.server.smtp.auth.password.reveal() == "ghi"
 
 
 # ---- lookup order -------------------------------------------------------------------------

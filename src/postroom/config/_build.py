@@ -31,6 +31,7 @@ from ._model import (
     Config,
     DatabaseConfig,
     EmailConfig,
+    FrozenMap,
     QueueConfig,
     RetryConfig,
     Secret,
@@ -156,7 +157,7 @@ def _named_sections(cls: type[Any], raw: object, path: str) -> Mapping[str, obje
         if not _NAME.fullmatch(name):
             raise ConfigError(join(path, name), "a name may use only letters, digits, - and _")
         items[name] = _section(cls, item, join(path, name))
-    return types.MappingProxyType(items)
+    return FrozenMap(items)
 
 
 def _choice(options: tuple[str, ...], value: object, path: str) -> str:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import MappingProxyType
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from postroom.durations import format_duration
@@ -30,6 +29,7 @@ DEFAULT_QUEUE: Final = "default"
 POSTGRES_SCHEMES: Final = ("postgresql", "postgres", "postgresql+psycopg")
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
+_V = TypeVar("_V")
 _URL: Final[Mapping[str, object]] = {"url": True}
 _PASSWORD_PARAM = re.compile(r"(^|&)(password=)[^&]*", re.IGNORECASE)
 
@@ -114,6 +114,30 @@ def url_with_password(url: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+class FrozenMap(Mapping[str, _V]):
+    """A read-only, picklable mapping (``MappingProxyType`` cannot be pickled)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, _V] | None = None) -> None:
+        self._items: dict[str, _V] = dict(items or {})
+
+    def __getitem__(self, key: str) -> _V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
 class _Section:
     """Common behaviour of the configuration objects: a ``repr`` that hides secrets."""
 
@@ -126,10 +150,7 @@ class _Section:
             value = getattr(self, f.name)
             if f.metadata.get("url") and isinstance(value, str):
                 value = redact_url(value)
-            if isinstance(value, Mapping):
-                shown.append(f"{f.name}={dict(value)!r}")
-            else:
-                shown.append(f"{f.name}={value!r}")
+            shown.append(f"{f.name}={value!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
 
 
@@ -281,7 +302,7 @@ class ServerConfig(_Section):
 
 
 def _default_queues() -> Mapping[str, QueueConfig]:
-    return MappingProxyType({DEFAULT_QUEUE: QueueConfig()})
+    return FrozenMap({DEFAULT_QUEUE: QueueConfig()})
 
 
 @dataclass(frozen=True, slots=True, repr=False)
