@@ -434,3 +434,57 @@ def test_redis_recovers_by_itself_after_a_server_restart() -> None:
         queue.close()
     finally:
         _stop(server)
+
+
+def test_sqlite_closed_engine_refuses_work(tmp_path: Path) -> None:
+    queue = SqliteQueue(str(tmp_path / "q.db"))
+    queue.push([b"x"])
+    queue.close()
+    with pytest.raises(QueueError, match="closed"):
+        queue.take(1, timeout_s=0)
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [("http://127.0.0.1:6379/0", "q"), ("redis://", "q"), ("redis://127.0.0.1", "has space")],
+)
+def test_redis_refuses_bad_url_or_name(url: str, name: str) -> None:
+    from postroom.queue.redis import RedisQueue
+
+    with pytest.raises(ConfigError):
+        RedisQueue(url, name=name)
+
+
+def test_redis_default_consumer_names_host_and_process() -> None:
+    from postroom.queue.redis import RedisQueue
+
+    queue = RedisQueue("rediss://:pw@redis.example:6380/1", name="mail")  # no I/O until used
+    assert queue.server == "redis.example:6380"
+    assert queue.consumer.startswith(f"{socket.gethostname()}-{os.getpid()}-")
+    assert RedisQueue("redis://h", consumer="worker-1").consumer == "worker-1"
+    assert "pw" not in repr(queue)
+
+
+@pytest.mark.redis
+def test_redis_close_leaves_the_group_only_when_holding_nothing(
+    redis_url: str, redis_prefix: str
+) -> None:
+    import redis
+
+    from postroom.queue.redis import GROUP, RedisQueue
+
+    admin = redis.Redis.from_url(redis_url)
+    idle, busy = RedisQueue(redis_url, name=redis_prefix), RedisQueue(redis_url, name=redis_prefix)
+    idle.push([b"x"])
+    idle.ack([i.tag for i in idle.take(1, timeout_s=1.0)])
+    busy.push([b"y"])
+    assert [i.payload for i in busy.take(1, timeout_s=1.0)] == [b"y"]
+    names_before = {c["name"].decode() for c in admin.xinfo_consumers(redis_prefix, GROUP)}
+    assert {idle.consumer, busy.consumer} <= names_before
+    idle_name, busy_name = idle.consumer, busy.consumer
+    idle.close()
+    busy.close()
+    names = {c["name"].decode() for c in admin.xinfo_consumers(redis_prefix, GROUP)}
+    assert idle_name not in names
+    assert busy_name in names  # its un-acked entry stays, to be claimed by another consumer
+    admin.close()

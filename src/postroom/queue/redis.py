@@ -103,6 +103,7 @@ class RedisQueue(QueueEngine):
         self._consumer = ""
         self._group_ready = False
         self._closed = False
+        self._reclaim_at = 0.0  # time.monotonic() when the next XAUTOCLAIM is due
 
     def __repr__(self) -> str:
         return f"RedisQueue(server={self.server!r}, name={self.name!r})"
@@ -132,13 +133,14 @@ class RedisQueue(QueueEngine):
             return []
         deadline = time.monotonic() + max(timeout_s, 0.0)
         while True:
-            items = self._with_group(partial(self._reclaim, max_items))
-            if items:
-                return items
-            remaining = deadline - time.monotonic()
-            # Block in rounds no longer than redeliver_after_s so overdue entries are noticed.
-            block_ms = int(min(remaining, self.redeliver_after_s, _MAX_BLOCK_S) * 1000)
-            items = self._with_group(partial(self._read_new, max_items, block_ms))
+            if time.monotonic() >= self._reclaim_at:
+                items = self._with_group(partial(self._reclaim, max_items))
+                if items:
+                    return items
+            now = time.monotonic()
+            # Block in rounds that end when the next reclaim is due, so overdue entries are seen.
+            block_s = min(deadline - now, max(self._reclaim_at - now, 0.001), _MAX_BLOCK_S)
+            items = self._with_group(partial(self._read_new, max_items, int(block_s * 1000)))
             if items or deadline - time.monotonic() <= 0:
                 return items
 
@@ -181,7 +183,12 @@ class RedisQueue(QueueEngine):
     # -- reading ---------------------------------------------------------------------------------
 
     def _reclaim(self, max_items: int) -> list[Taken]:
-        """XAUTOCLAIM entries idle longer than redeliver_after_s, with their delivery counts."""
+        """XAUTOCLAIM entries idle longer than redeliver_after_s, with their delivery counts.
+
+        Runs every ``redeliver_after_s / 2`` (kept between 50 ms and 1 s) per engine, and again at
+        once while it keeps finding full batches, so a busy consumer does not scan the pending
+        list on every take.
+        """
         client = self._redis()
         reply = cast(
             list[object],
@@ -195,6 +202,8 @@ class RedisQueue(QueueEngine):
             ),
         )
         entries = _entries(reply[1])
+        if len(entries) < max_items:
+            self._reclaim_at = time.monotonic() + min(max(self.redeliver_after_s / 2, 0.05), 1.0)
         if not entries:
             return []
         pipe = client.pipeline(transaction=False)

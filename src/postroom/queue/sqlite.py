@@ -1,15 +1,23 @@
 """The embedded queue engine: one SQLite file on local disk, shared by the processes of one host.
 
-Each queue name is one table in the file. A row is one item::
+A queue named ``mail`` is two tables: ``queue_mail`` holds the payloads (``id``, ``payload``), and
+``queue_mail:taken`` holds one small row per item handed out (``id``, ``token``, ``taken_at``,
+``deliveries``). Keeping the claim state apart means a take writes a few small pages instead of
+rewriting every 2 KB payload row (several times faster in measurements). One item::
 
-    token NULL                 waiting  ──take──▶  token set, taken_at = now, deliveries + 1
-    token set, fresh           taken    ──ack───▶  row deleted
-    token set, taken_at old    taken longer than redeliver_after_s ago: visible again
+    no taken row                  waiting  ──take──▶  taken row: token, taken_at = now, deliveries
+    taken row, taken_at recent    taken    ──ack───▶  both rows deleted
+    taken row, taken_at old       taken longer than redeliver_after_s ago: visible again;
+                                  the next take replaces the token and counts deliveries + 1
+
+The tag handed out is ``"<id>.<token>"`` with a fresh random token per take, so a late ack from a
+consumer whose item was already redelivered to another one does nothing.
 
 Writes (push, take, ack) run inside ``BEGIN IMMEDIATE`` so that two processes never claim the same
 row and a read-then-write transaction never fails with ``SQLITE_BUSY`` half way. The file runs in
 WAL mode with ``synchronous=NORMAL``: a commit survives a crash of the process; the last commits
-may be lost if the whole machine loses power.
+may be lost if the whole machine loses power. ``secure_delete=FAST`` (instead of the ``ON`` some
+distributions compile in) zeroes deleted payloads only where that costs no extra writes.
 
 ``take`` waits without burning CPU: it polls with short sleeps (2 ms growing to 25 ms) and
 re-runs the claim only when another connection committed (``PRAGMA data_version``) or an
@@ -80,13 +88,13 @@ class _Doorbell:
             self._cond.wait_for(lambda: self._rings != seen, timeout_s)
 
 
-_doorbells: dict[str, _Doorbell] = {}
+_doorbells: dict[tuple[str, str], _Doorbell] = {}
 _doorbells_lock = threading.Lock()
 
 
-def _doorbell_for(path: str) -> _Doorbell:
+def _doorbell_for(path: str, name: str) -> _Doorbell:
     with _doorbells_lock:
-        return _doorbells.setdefault(path, _Doorbell())
+        return _doorbells.setdefault((path, name), _Doorbell())
 
 
 def _reset_doorbells_in_child() -> None:
@@ -126,7 +134,8 @@ class SqliteQueue(QueueEngine):
             raise ConfigError("path", f"sqlite queue path {path!r} must name a file on disk")
         self.path = os.path.abspath(path)
         self.name = validate_name(name)
-        self._table = f'"queue_{name}"'
+        self._items = f'"queue_{name}"'
+        self._taken = f'"queue_{name}:taken"'
         self._local = _Local()
         self._conns: list[tuple[int, sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
@@ -143,15 +152,15 @@ class SqliteQueue(QueueEngine):
         if not rows:
             return
         with self._write() as conn:
-            conn.executemany(f"INSERT INTO {self._table} (payload) VALUES (?)", rows)
-        _doorbell_for(self.path).ring()
+            conn.executemany(f"INSERT INTO {self._items} (payload) VALUES (?)", rows)
+        _doorbell_for(self.path, self.name).ring()
 
     def take(self, max_items: int, timeout_s: float) -> list[Taken]:
         """Claim up to ``max_items`` visible rows, waiting up to ``timeout_s`` for the first."""
         if max_items < 1:
             return []
         deadline = time.monotonic() + max(timeout_s, 0.0)
-        bell = _doorbell_for(self.path)
+        bell = _doorbell_for(self.path, self.name)
         sleep_s = _FIRST_SLEEP_S
         first = True
         while True:
@@ -174,12 +183,17 @@ class SqliteQueue(QueueEngine):
         if not keys:
             return
         with self._write() as conn:
-            conn.executemany(f"DELETE FROM {self._table} WHERE id = ? AND token = ?", keys)
+            conn.executemany(
+                f"DELETE FROM {self._items} WHERE id = ?1 AND EXISTS "
+                f"(SELECT 1 FROM {self._taken} WHERE id = ?1 AND token = ?2)",
+                keys,
+            )
+            conn.executemany(f"DELETE FROM {self._taken} WHERE id = ? AND token = ?", keys)
 
     def size(self) -> int:
         """Rows not yet acknowledged: waiting plus taken."""
         with self._errors():
-            row = self._conn().execute(f"SELECT count(*) FROM {self._table}").fetchone()
+            row = self._conn().execute(f"SELECT count(*) FROM {self._items}").fetchone()
         return int(row[0])
 
     def close(self) -> None:
@@ -194,17 +208,24 @@ class SqliteQueue(QueueEngine):
     # -- claiming --------------------------------------------------------------------------------
 
     def _claim(self, max_items: int) -> list[Taken]:
+        """Mark up to ``max_items`` visible items taken under one new token and return them."""
         token = secrets.token_hex(8)
         now = time.time()
         with self._write() as conn:
-            rows = conn.execute(
-                f"UPDATE {self._table} SET token = ?, taken_at = ?, deliveries = deliveries + 1 "
-                f"WHERE id IN (SELECT id FROM {self._table} "
-                "WHERE token IS NULL OR taken_at <= ? ORDER BY id LIMIT ?) "
-                "RETURNING id, payload, deliveries",
+            conn.execute(
+                f"INSERT INTO {self._taken} (id, token, taken_at, deliveries) "
+                f"SELECT i.id, ?1, ?2, 1 FROM {self._items} AS i "
+                f"LEFT JOIN {self._taken} AS t ON t.id = i.id "
+                "WHERE t.id IS NULL OR t.taken_at <= ?3 ORDER BY i.id LIMIT ?4 "
+                "ON CONFLICT (id) DO UPDATE SET token = excluded.token, "
+                "taken_at = excluded.taken_at, deliveries = deliveries + 1",
                 (token, now, now - self.redeliver_after_s, max_items),
+            )
+            rows = conn.execute(
+                f"SELECT t.id, i.payload, t.deliveries FROM {self._taken} AS t "
+                f"JOIN {self._items} AS i ON i.id = t.id WHERE t.token = ? ORDER BY t.id",
+                (token,),
             ).fetchall()
-        rows.sort(key=lambda row: int(row[0]))
         return [
             Taken(tag=f"{row_id}.{token}", payload=bytes(payload), deliveries=int(deliveries))
             for row_id, payload, deliveries in rows
@@ -221,11 +242,7 @@ class SqliteQueue(QueueEngine):
 
     def _note_next_redelivery(self) -> None:
         with self._errors():
-            row = (
-                self._conn()
-                .execute(f"SELECT min(taken_at) FROM {self._table} WHERE token IS NOT NULL")
-                .fetchone()
-            )
+            row = self._conn().execute(f"SELECT min(taken_at) FROM {self._taken}").fetchone()
         oldest = row[0]
         due = float("inf") if oldest is None else float(oldest) + self.redeliver_after_s
         self._local.next_redelivery = due
@@ -255,11 +272,11 @@ class SqliteQueue(QueueEngine):
             raise QueueError(f"sqlite queue {self.path}: {exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise QueueError(f"sqlite queue {self.path} ({self.name}) is closed")
         local = self._local
         if local.conn is not None and local.pid == os.getpid():
             return local.conn
-        if self._closed:
-            raise QueueError(f"sqlite queue {self.path} ({self.name}) is closed")
         conn = self._open()
         local.pid, local.conn, local.data_version = os.getpid(), conn, -1
         local.next_redelivery = 0.0
@@ -275,10 +292,14 @@ class SqliteQueue(QueueEngine):
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA secure_delete = FAST")
             conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self._table} ("
-                "id INTEGER PRIMARY KEY, payload BLOB NOT NULL, "
-                "token TEXT, taken_at REAL, deliveries INTEGER NOT NULL DEFAULT 0)"
+                f"CREATE TABLE IF NOT EXISTS {self._items} "
+                "(id INTEGER PRIMARY KEY, payload BLOB NOT NULL)"
+            )
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._taken} (id INTEGER PRIMARY KEY, "
+                "token TEXT NOT NULL, taken_at REAL NOT NULL, deliveries INTEGER NOT NULL)"
             )
         except BaseException:
             conn.close()
