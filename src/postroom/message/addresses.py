@@ -1,0 +1,172 @@
+"""Email addresses: parse what users write, render what SMTP and RFC 5322 need.
+
+One string is one address: ``"alice@example.com"``, ``"Alice <alice@example.com>"`` or
+``'"Doe, John" <j@example.com>'``. Everything before the last ``<`` is the display name, so an
+unquoted ``Doe, John <j@example.com>`` is also one address. Internationalised domains are
+converted to punycode (IDNA 2003, the codec Python ships); a non-ASCII local part can only be
+sent with SMTPUTF8, which :meth:`Address.spec` enforces.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from postroom.errors import AddressError, HeaderError
+from postroom.message.headers import check_value, encoded_words, fold
+
+__all__ = ["Address", "address_header", "parse_address", "parse_addresses"]
+
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
+_DOT_ATOM = re.compile(rf"[{_ATEXT}\u0080-\U0010ffff]+(?:\.[{_ATEXT}\u0080-\U0010ffff]+)*\Z")
+_QUOTED_LOCAL = re.compile(r'"(?:[ !#-\[\]-~\u0080-\U0010ffff]|\\[ -~])*"\Z')
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
+_LITERAL = re.compile(r"\[[!-Z^-~]+\]\Z")
+_ATOM_PHRASE = re.compile(rf"[{_ATEXT}]+(?: [{_ATEXT}]+)*\Z")
+_QUOTABLE = re.compile(r"[ -~]{1,60}\Z")
+_SPECIALS = frozenset('"(),:;<>@[\\]')
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One parsed address. ``domain`` is as written; ``ascii_domain`` is its punycode form."""
+
+    name: str
+    local: str
+    domain: str
+    ascii_domain: str
+
+    @property
+    def addr_spec(self) -> str:
+        """``local@domain`` as written (Unicode domain kept)."""
+        return f"{self.local}@{self.domain}"
+
+    def spec(self, smtputf8: bool = False) -> str:
+        """``local@ascii-domain`` for SMTP and headers; refuses a non-ASCII local part.
+
+        Without ``smtputf8`` a non-ASCII local part cannot be delivered, so this raises
+        :class:`AddressError` naming the address.
+        """
+        if not smtputf8 and not self.local.isascii():
+            raise AddressError(
+                f"{self.addr_spec!r} has a non-ASCII local part, which needs SMTPUTF8: "
+                "set smtputf8=True on the Email if your server supports it"
+            )
+        return f"{self.local}@{self.ascii_domain}"
+
+    def __str__(self) -> str:
+        """The form users write: ``Name <local@domain>``, quoting the name when needed."""
+        if not self.name:
+            return self.addr_spec
+        name = self.name
+        if name != name.strip() or any(char in _SPECIALS for char in name):
+            escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+            name = f'"{escaped}"'
+        return f"{name} <{self.addr_spec}>"
+
+    def header_pieces(self, smtputf8: bool = False) -> list[str]:
+        """Folding pieces for a header: the name (atoms, quoted or encoded-words), ``<spec>``."""
+        spec = self.spec(smtputf8)
+        name = self.name
+        if not name:
+            return [spec]
+        if "=?" in name:  # would be decoded as an encoded-word by readers: encode it
+            pieces = encoded_words(name, 10)
+        elif _ATOM_PHRASE.match(name):
+            words = name.split(" ")
+            pieces = [words[0]] + [" " + word for word in words[1:]]
+        elif _QUOTABLE.match(name) or (smtputf8 and name.isprintable() and len(name) <= 60):
+            escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+            pieces = [f'"{escaped}"']
+        else:
+            pieces = encoded_words(name, 10)
+        return [*pieces, f" <{spec}>"]
+
+
+def _unquote(name: str) -> str:
+    if len(name) >= 2 and name[0] == '"' and name[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", name[1:-1])
+    return name
+
+
+def _ascii_domain(domain: str, text: str) -> str:
+    if _LITERAL.match(domain):
+        return domain
+    if domain.isascii():
+        ascii_domain = domain
+    else:
+        try:
+            ascii_domain = domain.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise AddressError(
+                f"{text!r}: the domain cannot be converted to IDNA ({exc})"
+            ) from None
+    labels = ascii_domain.split(".")
+    if len(ascii_domain) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise AddressError(f"{text!r} is not a valid email address (bad domain {domain!r})")
+    return ascii_domain
+
+
+def _split(text: str) -> tuple[str, str]:
+    """Split ``text`` into (display name, addr-spec)."""
+    if text.endswith(">"):
+        start = text.rfind("<")
+        if start == -1:
+            raise AddressError(f"{text!r} is not a valid email address (unbalanced '>')")
+        return _unquote(text[:start].strip()), text[start + 1 : -1].strip()
+    if "<" in text or ">" in text:
+        raise AddressError(f"{text!r} is not a valid email address (unbalanced '<')")
+    if text.count("@") > 1 and ("," in text or ";" in text or " " in text):
+        raise AddressError(f"{text!r} looks like several addresses: pass a list of strings")
+    return "", text
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> Address:
+    name, spec = _split(text.strip())
+    check_value("the display name", name)
+    local, at, domain = spec.rpartition("@")
+    if not at or not local:
+        raise AddressError(f"{text!r} is not a valid email address (expected local@domain)")
+    if not (_DOT_ATOM.match(local) or _QUOTED_LOCAL.match(local)):
+        raise AddressError(f"{text!r} is not a valid email address (bad local part {local!r})")
+    if len(local.encode("utf-8")) > 64:
+        raise AddressError(f"{text!r}: the local part is longer than 64 octets")
+    return Address(name=name, local=local, domain=domain, ascii_domain=_ascii_domain(domain, text))
+
+
+def parse_address(text: object, field: str = "address") -> Address:
+    """Parse one address; raise :class:`AddressError` (or :class:`HeaderError` for a CR/LF)
+    whose message starts with ``field`` and quotes the input."""
+    if not isinstance(text, str):
+        raise AddressError(f"{field}: {text!r} is not a string")
+    if "\r" in text or "\n" in text:
+        raise HeaderError(f"{field}: {text!r} contains a line break (CR or LF)")
+    if not text.strip():
+        raise AddressError(f"{field}: empty address")
+    try:
+        return _parse(text)
+    except HeaderError as exc:
+        raise HeaderError(f"{field}: {exc}") from None
+    except AddressError as exc:
+        raise AddressError(f"{field}: {exc}") from None
+
+
+def parse_addresses(values: Iterable[str], field: str) -> list[Address]:
+    """Parse every address of a list (see :func:`parse_address`)."""
+    return [parse_address(value, field) for value in values]
+
+
+def address_header(name: str, addresses: Iterable[Address], smtputf8: bool = False) -> str:
+    """Render an address-list header (``To: a@x, "Doe, John" <j@x>``) ending in CRLF."""
+    pieces: list[str] = []
+    for address in addresses:
+        own = address.header_pieces(smtputf8)
+        if pieces:
+            pieces[-1] += ","
+            if not own[0].startswith(" "):
+                own[0] = " " + own[0]
+        pieces += own
+    return fold(name, pieces)

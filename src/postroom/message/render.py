@@ -1,0 +1,184 @@
+"""Render an Email as RFC 5322 / MIME bytes.
+
+Only the containers the content needs are used::
+
+    text only                 text/plain
+    text + html               multipart/alternative [text/plain, text/html]
+    html + inline images      multipart/related [text/html, image...]   (inside the alternative)
+    any attachment            multipart/mixed [body, attachment...]     (outermost)
+
+Bodies: text is ``7bit`` when it is plain ASCII with short lines, else ``quoted-printable``;
+attachments are ``base64`` in 76-character lines, except a 7-bit ``message/rfc822`` (a forwarded
+message), which RFC 2046 requires to stay unencoded. Boundaries are derived from the
+Message-ID, so rendering the same Email twice gives the same bytes; they contain ``=_``, which
+never occurs in base64 or quoted-printable output, and a 7-bit body containing ``=_`` is written
+as quoted-printable, so a boundary can never collide with content.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.utils import format_datetime
+from typing import TYPE_CHECKING
+
+from postroom.message.addresses import address_header, parse_address
+from postroom.message.attachment import Attachment, split_content_type
+from postroom.message.headers import HARD_LIMIT, fold, unstructured, with_params
+from postroom.message.html_text import html_to_text
+
+if TYPE_CHECKING:
+    from postroom.message.email import Email
+
+__all__ = ["render"]
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(slots=True)
+class _Leaf:
+    headers: str  # header lines, each ending in CRLF
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Multi:
+    subtype: str
+    parts: list[_Leaf | _Multi]
+
+
+def _seven_bit_ok(text: str) -> bool:
+    """Whether ``text`` (LF line endings) can be sent as is in a 7bit part."""
+    if not text.isascii() or "=_" in text or _CONTROL.search(text):
+        return False
+    return len(text) <= HARD_LIMIT or max(map(len, text.split("\n"))) <= HARD_LIMIT
+
+
+def _text_leaf(subtype: str, text: str) -> _Leaf:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    content_type = f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+    if _seven_bit_ok(text):
+        body = text.replace("\n", "\r\n").encode("ascii")
+        return _Leaf(content_type + "Content-Transfer-Encoding: 7bit\r\n", body)
+    encoded = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    return _Leaf(
+        content_type + "Content-Transfer-Encoding: quoted-printable\r\n",
+        encoded.replace(b"\n", b"\r\n"),
+    )
+
+
+def _rfc822_body(content: bytes) -> bytes | None:
+    """A forwarded message with CRLF line endings, or None when it is not 7-bit clean."""
+    if not content.isascii() or b"\0" in content:
+        return None
+    lines = content.replace(b"\r\n", b"\n").split(b"\n")
+    if max(map(len, lines)) > HARD_LIMIT:
+        return None
+    return b"\r\n".join(lines)
+
+
+def _attachment_leaf(attachment: Attachment) -> _Leaf:
+    main, params = split_content_type(attachment.content_type)
+    body: bytes | None = None
+    encoding = "7bit"
+    if main == "message/rfc822":
+        body = _rfc822_body(attachment.content)
+        if body is None:  # 8-bit content may not be base64-encoded as message/rfc822
+            main, params = "application/octet-stream", []
+    if body is None:
+        encoding = "base64"
+        body = base64.encodebytes(attachment.content).replace(b"\n", b"\r\n")
+    params = [(key, value) for key, value in params if key != "name"]
+    params.append(("name", attachment.filename))
+    disposition = "inline" if attachment.inline else "attachment"
+    headers = [
+        with_params("Content-Type", main, params),
+        with_params("Content-Disposition", disposition, [("filename", attachment.filename)]),
+        f"Content-Transfer-Encoding: {encoding}\r\n",
+    ]
+    if attachment.content_id is not None:
+        headers.append(f"Content-ID: <{attachment.content_id}>\r\n")
+    return _Leaf("".join(headers), body)
+
+
+def _body_node(email: Email) -> _Leaf | _Multi | None:
+    """The text/html part of the message, or None when it has neither."""
+    text, html = email.text or "", email.html or ""
+    if html and not text and email.auto_text:
+        text = html_to_text(html)
+    if not html:
+        return _text_leaf("plain", text) if text else None
+    html_node: _Leaf | _Multi = _text_leaf("html", html)
+    inline = [a for a in email.attachments if a.inline]
+    if inline:
+        html_node = _Multi("related", [html_node, *map(_attachment_leaf, inline)])
+    if not text:
+        return html_node
+    return _Multi("alternative", [_text_leaf("plain", text), html_node])
+
+
+def _structure(email: Email) -> _Leaf | _Multi:
+    body = _body_node(email)
+    show_inline = bool(email.html)  # inline parts live in the related part then
+    others = [a for a in email.attachments if not (a.inline and show_inline)]
+    if not others:
+        return body if body is not None else _text_leaf("plain", "")
+    parts = [] if body is None else [body]
+    return _Multi("mixed", parts + [_attachment_leaf(a) for a in others])
+
+
+def _top_headers(email: Email) -> list[str]:
+    utf8 = email.smtputf8
+    from_ = parse_address(email.from_, "from_")
+    lines = [address_header("From", [from_], utf8)]
+    to = [parse_address(value, "to") for value in email.to]
+    cc = [parse_address(value, "cc") for value in email.cc]
+    if to:
+        lines.append(address_header("To", to, utf8))
+    if cc:
+        lines.append(address_header("Cc", cc, utf8))
+    if not (to or cc):
+        lines.append("To: undisclosed-recipients:;\r\n")
+    if email.reply_to:
+        reply_to = [parse_address(value, "reply_to") for value in email.reply_to]
+        lines.append(address_header("Reply-To", reply_to, utf8))
+    lines.append(unstructured("Subject", email.subject, utf8))
+    lines.append(f"Date: {format_datetime(email.date)}\r\n")
+    lines.append(fold("Message-ID", [email.message_id]))
+    if email.read_receipt:
+        receipt = [parse_address(value, "read_receipt") for value in email.read_receipt]
+        lines.append(address_header("Disposition-Notification-To", receipt, utf8))
+    lines += [unstructured(name, value, utf8) for name, value in email.headers.items()]
+    lines.append("MIME-Version: 1.0\r\n")
+    return lines
+
+
+def _emit(node: _Leaf | _Multi, out: list[bytes], seed: str, counter: Iterator[int]) -> None:
+    """Append ``node``'s content headers, the blank line and its body to ``out``."""
+    if isinstance(node, _Leaf):
+        out.append(node.headers.encode("ascii") + b"\r\n")
+        out.append(node.body)
+        return
+    boundary = f"=_{seed}.{next(counter)}".encode("ascii")
+    out.append(b"Content-Type: multipart/" + node.subtype.encode("ascii") + b";\r\n")
+    out.append(b' boundary="' + boundary + b'"\r\n\r\n')
+    for part in node.parts:
+        out.append(b"--" + boundary + b"\r\n")
+        _emit(part, out, seed, counter)
+        out.append(b"\r\n")
+    out.append(b"--" + boundary + b"--\r\n")
+
+
+def render(email: Email) -> bytes:
+    """The rendered message; ``email`` must have passed ``validate()``."""
+    head = "".join(_top_headers(email))
+    out = [head.encode("utf-8" if email.smtputf8 else "ascii")]
+    seed = hashlib.blake2b(email.message_id.encode("ascii"), digest_size=9).hexdigest()
+    _emit(_structure(email), out, seed, itertools.count())
+    return b"".join(out)
