@@ -99,6 +99,7 @@ def _status_text(info: MessageInfo, attempts: list[AttemptInfo]) -> str:
         ("sent", fmt_time(info.sent_at)),
         ("updated", fmt_time(info.updated_at)),
         ("fails", str(info.num_fails)),
+        ("last failed", fmt_time(info.last_failed_at)),
         ("failure", info.failure or "-"),
     ]
     if info.lease_owner:

@@ -25,7 +25,7 @@ from postroom.cli.common import (
     when_arg,
 )
 from postroom.durations import format_duration
-from postroom.errors import QueueError
+from postroom.errors import HeaderError, QueueError
 
 if TYPE_CHECKING:
     from postroom.client import Outbox
@@ -120,8 +120,8 @@ def _add_content_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="attach a file inline, for use from the HTML body "
-        "as cid:<content id>; the content ids are printed on stderr (repeatable)",
+        help="attach a file inline; the HTML body shows it as cid:<file name> (the "
+        "content ids are printed on stderr; repeatable)",
     )
 
 
@@ -134,9 +134,8 @@ def run(args: argparse.Namespace) -> int:
     outbox = Outbox(config)
     try:
         message_id = _enqueue(email, outbox, later=args.later, at=args.at)
-        left = outbox.flush(config.email.flush_timeout.total_seconds())
     finally:
-        outbox.close()
+        left = outbox.close()  # flushes for up to email.flush-timeout first
     if left:
         raise QueueError(
             f"the queue did not take message {message_id} within "
@@ -176,9 +175,19 @@ def build_email(args: argparse.Namespace) -> Email:
     for path in args.attach:
         email.attach_file(path)
     for path in args.inline:
-        part = email.attach(_read_bytes(path), filename=path.name, inline=True)
-        print(f"inline {path.name}: cid:{part.content_id}", file=sys.stderr)
+        _attach_inline(email, path)
     return email
+
+
+def _attach_inline(email: Email, path: Path) -> None:
+    """Attach inline with the file name as Content-ID when it is usable as one (so the HTML can
+    say ``cid:logo.png``), else a generated one; either way say which on stderr."""
+    data = _read_bytes(path)
+    try:
+        part = email.attach(data, filename=path.name, inline=True, content_id=path.name)
+    except HeaderError:
+        part = email.attach(data, filename=path.name, inline=True)
+    print(f"inline {path.name}: cid:{part.content_id}", file=sys.stderr)
 
 
 def _body(value: str | None, file: str | None, flag: str) -> str | None:
