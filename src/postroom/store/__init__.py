@@ -1,1 +1,42 @@
+"""The postroom database: schema, migrations, ingest, lease-based claims, outcomes, stats.
 
+>>> store = open_store("sqlite:///.postroom/postroom.db")
+>>> store.migrate()
+>>> rows = store.claim_due("host-1:4711", limit=50, lease_s=300, now=datetime.now(UTC))
+
+See :mod:`postroom.store.store` for the life of a row and :mod:`postroom.store.schema` for the
+tables users can query with SQL.
+"""
+
+from __future__ import annotations
+
+from postroom.store.migrations import SCHEMA_VERSION
+from postroom.store.records import (
+    FINAL_STATUSES,
+    FINISH_STATUSES,
+    STATUSES,
+    AttemptInfo,
+    AttemptRecord,
+    Claimed,
+    Finish,
+    MessageInfo,
+    NewMessage,
+    Stats,
+)
+from postroom.store.store import Store, open_store
+
+__all__ = [
+    "FINAL_STATUSES",
+    "FINISH_STATUSES",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "AttemptInfo",
+    "AttemptRecord",
+    "Claimed",
+    "Finish",
+    "MessageInfo",
+    "NewMessage",
+    "Stats",
+    "Store",
+    "open_store",
+]

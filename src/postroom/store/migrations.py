@@ -1,0 +1,106 @@
+"""Create or upgrade the schema, one recorded version at a time.
+
+``schema_version`` holds one row per version reached. :func:`upgrade` runs inside one
+transaction that the caller opened under a lock (PostgreSQL ``pg_advisory_xact_lock``, SQLite
+``BEGIN IMMEDIATE``), so two processes starting at once apply each step exactly once:
+
+* empty database: create the current tables and indexes of :mod:`postroom.store.schema` and
+  record :data:`SCHEMA_VERSION`;
+* database at version ``k < SCHEMA_VERSION``: apply the :data:`UPGRADES` steps ``k+1 ..``
+  in order, recording each;
+* database at the current version: nothing;
+* database newer than this postroom, or with postroom tables but no version: refuse.
+
+To change the schema: edit :mod:`~postroom.store.schema` (what a new database gets), bump
+:data:`SCHEMA_VERSION` and append an :class:`Step` that turns the previous version into the new
+one (what an existing database gets). The two must end in the same schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, func, insert, inspect, select
+
+from postroom.errors import StoreError
+from postroom.store.schema import metadata, schema_version
+
+__all__ = ["LOCK_KEY", "SCHEMA_VERSION", "UPGRADES", "Step", "current_version", "upgrade"]
+
+#: version of the schema that :mod:`postroom.store.schema` describes
+SCHEMA_VERSION = 1
+#: PostgreSQL advisory lock key taken by ``migrate()`` ("postroom" in ASCII)
+LOCK_KEY = 0x706F7374726F6F6D
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Turns a database at ``version - 1`` into ``version``; runs inside the migrate transaction."""
+
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+#: upgrade steps after version 1, in order (version 1 is the initial schema)
+UPGRADES: tuple[Step, ...] = ()
+
+
+def current_version(conn: Connection) -> int:
+    """The highest recorded version, 0 when the database has no ``schema_version`` table."""
+    if not inspect(conn).has_table(schema_version.name):
+        return 0
+    found = conn.execute(select(func.max(schema_version.c.version))).scalar_one()
+    return int(found or 0)
+
+
+def upgrade(
+    conn: Connection, *, latest: int = SCHEMA_VERSION, steps: Sequence[Step] = UPGRADES
+) -> int:
+    """Bring the schema to ``latest`` inside the caller's locked transaction; return it."""
+    schema_version.create(conn, checkfirst=True)
+    version = current_version(conn)
+    if version > latest:
+        raise StoreError(
+            f"the database schema is version {version}, newer than this postroom "
+            f"understands ({latest}): upgrade postroom"
+        )
+    if version == 0:
+        _create_fresh(conn, latest)
+        return latest
+    for step in _pending(steps, version, latest):
+        step.apply(conn)
+        _record(conn, step.version, step.description)
+    return latest
+
+
+def _create_fresh(conn: Connection, latest: int) -> None:
+    existing = [t for t in ("messages", "attempts") if inspect(conn).has_table(t)]
+    if existing:
+        raise StoreError(
+            f"the database has table(s) {', '.join(existing)} but no recorded schema version: "
+            "it was not created by postroom, refusing to change it"
+        )
+    metadata.create_all(conn)
+    _record(conn, latest, "initial schema")
+
+
+def _pending(steps: Sequence[Step], version: int, latest: int) -> list[Step]:
+    wanted = list(range(version + 1, latest + 1))
+    chosen = sorted((s for s in steps if version < s.version <= latest), key=lambda s: s.version)
+    if [s.version for s in chosen] != wanted:
+        raise StoreError(
+            f"no complete upgrade path from schema version {version} to {latest} "
+            f"(steps known: {[s.version for s in steps]})"
+        )
+    return chosen
+
+
+def _record(conn: Connection, version: int, description: str) -> None:
+    conn.execute(
+        insert(schema_version).values(
+            version=version, applied_at=datetime.now(UTC), description=description
+        )
+    )

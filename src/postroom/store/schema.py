@@ -1,0 +1,202 @@
+"""Tables and indexes of the postroom database (a public contract: users query them with SQL).
+
+Times are UTC. PostgreSQL stores them as ``timestamptz``. SQLite stores them as fixed-width
+text, ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, so that text order is time order and SQLite's own
+``datetime('now', '-1 day')`` compares correctly against them.
+
+The indexes follow the queries the dispatcher runs all the time, on tables of millions of rows:
+
+* claim: ``status='queued' AND due_at <= now ORDER BY priority DESC, created_at LIMIT n`` walks
+  ``ix_messages_claim`` (queued rows only, already in claim order) and stops after ``n`` due rows;
+* dead leases: ``status='sending' AND lease_until < now`` uses ``ix_messages_lease``;
+* ``next_due_at`` reads the first entry of ``ix_messages_due``, ``ix_messages_expiry`` and
+  ``ix_messages_lease``; ``expire_overdue`` ranges over ``ix_messages_expiry``;
+* purge ranges over ``ix_messages_updated``; stats over ``ix_messages_created``,
+  ``ix_messages_sent`` and ``ix_attempts_started``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    literal_column,
+    text,
+)
+from sqlalchemy.types import DateTime, String, TypeDecorator, TypeEngine
+
+__all__ = [
+    "JSONList",
+    "UTCDateTime",
+    "attempts",
+    "messages",
+    "metadata",
+    "schema_version",
+    "status_is",
+]
+
+_SQLITE_TIME_WIDTH = 26  # len("2026-11-28 09:00:00.000000")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime: ``timestamptz`` on PostgreSQL, fixed-width UTC text on SQLite.
+
+    Naive datetimes are refused (``ValueError``): the store never guesses a time zone.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(_SQLITE_TIME_WIDTH))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> object:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise ValueError(f"{value!r} is not a datetime")
+        if value.tzinfo is None:
+            raise ValueError(f"{value!r} is a naive datetime; the store needs aware UTC times")
+        utc = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        return utc
+
+    def process_result_value(self, value: object, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        raise ValueError(f"unexpected time value {value!r} in the database")
+
+
+class JSONList(TypeDecorator[list[str]]):
+    """A list of strings stored as JSON text (SQLite ``json_each()``, PostgreSQL ``::jsonb``)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(list(value), ensure_ascii=False, separators=(",", ":"))
+
+    def process_result_value(self, value: object, dialect: Dialect) -> list[str] | None:
+        if value is None:
+            return None
+        loaded = json.loads(str(value))
+        if not isinstance(loaded, list):
+            raise ValueError(f"expected a JSON list in the database, got {value!r}")
+        return [str(item) for item in loaded]
+
+
+def status_is(*statuses: str) -> ColumnElement[bool]:
+    """``messages.status`` equal to one of ``statuses``, written as SQL literals.
+
+    Literals, not bound parameters: the planners of both engines match a partial index
+    (``WHERE status = 'queued'``) only against a literal, never against a parameter.
+    """
+    for status in statuses:
+        if not status.isidentifier():
+            raise ValueError(f"{status!r} is not a status")
+    values: list[ColumnElement[str]] = [literal_column(f"'{status}'") for status in statuses]
+    if len(values) == 1:
+        return messages.c.status == values[0]
+    return messages.c.status.in_(values)
+
+
+metadata = MetaData()
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("status", Text, nullable=False),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("send_after", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("num_fails", Integer, nullable=False, server_default=text("0")),
+    Column("last_failed_at", UTCDateTime, nullable=True),
+    Column("failure", Text, nullable=True),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("mail_from", Text, nullable=False),
+    Column("recipients", JSONList, nullable=False),
+    Column("pending_recipients", JSONList, nullable=True),
+    Column("subject", Text, nullable=False, server_default=text("''")),
+    Column("message_id", Text, nullable=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("lease_owner", Text, nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+)
+
+_QUEUED = text("status = 'queued'")
+_SENDING = text("status = 'sending'")
+_SENT = text("status = 'sent'")
+
+Index(
+    "ix_messages_claim",
+    messages.c.priority.desc(),
+    messages.c.created_at,
+    messages.c.due_at,
+    sqlite_where=_QUEUED,
+    postgresql_where=_QUEUED,
+)
+Index("ix_messages_due", messages.c.due_at, sqlite_where=_QUEUED, postgresql_where=_QUEUED)
+Index("ix_messages_expiry", messages.c.expires_at, sqlite_where=_QUEUED, postgresql_where=_QUEUED)
+Index("ix_messages_lease", messages.c.lease_until, sqlite_where=_SENDING, postgresql_where=_SENDING)
+Index("ix_messages_updated", messages.c.updated_at, messages.c.status)
+Index("ix_messages_created", messages.c.created_at, messages.c.status)
+Index("ix_messages_sent", messages.c.sent_at, sqlite_where=_SENT, postgresql_where=_SENT)
+Index("ix_messages_message_id", messages.c.message_id)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "message_id",
+        Text,
+        ForeignKey("messages.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("outcome", Text, nullable=False),
+    Column("code", Integer, nullable=True),
+    Column("enhanced_code", Text, nullable=True),
+    Column("reply", Text, nullable=False, server_default=text("''")),
+    Column("dispatcher", Text, nullable=False, server_default=text("''")),
+    Column("recipients", JSONList, nullable=False),
+)
+
+Index("ix_attempts_message_id", attempts.c.message_id)
+Index("ix_attempts_started", attempts.c.started_at)
+
+#: one row per applied migration step; ``max(version)`` is the schema version
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("applied_at", UTCDateTime, nullable=False),
+    Column("description", Text, nullable=False),
+)
