@@ -488,3 +488,18 @@ def test_redis_close_leaves_the_group_only_when_holding_nothing(
     assert idle_name not in names
     assert busy_name in names  # its un-acked entry stays, to be claimed by another consumer
     admin.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_redis_works_with_either_protocol(redis_url: str, redis_prefix: str, protocol: int) -> None:
+    from postroom.queue.redis import RedisQueue
+
+    sep = "&" if "?" in redis_url else "?"
+    with RedisQueue(f"{redis_url}{sep}protocol={protocol}", name=redis_prefix) as queue:
+        queue.push([b"a", b"b"])
+        items = queue.take(10, timeout_s=1.0)
+        assert [i.payload for i in items] == [b"a", b"b"]
+        queue.ack([i.tag for i in items])
+        assert queue.take(10, timeout_s=0.05) == []
+        assert queue.size() == 0

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import TypeVar, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 # Imported only when the redis engine is chosen; postroom.queue turns a missing package into
 # a ConfigError with the install command.
@@ -95,7 +95,7 @@ class RedisQueue(QueueEngine):
         self.name = name
         self.server = f"{parts.hostname}:{parts.port or 6379}"
         self._url = url
-        self._password = parts.password
+        self._secrets = [s for s in {parts.password, unquote(parts.password or "")} if s]
         self._fixed_consumer = consumer
         self._lock = threading.Lock()
         self._pid = -1
@@ -290,8 +290,8 @@ class RedisQueue(QueueEngine):
             yield
         except redis_lib.exceptions.RedisError as exc:
             detail = str(exc)
-            if self._password:
-                detail = detail.replace(self._password, "***")
+            for secret in self._secrets:
+                detail = detail.replace(secret, "***")
             raise QueueError(
                 f"redis queue {self.name} at {self.server}: {action} failed: {detail}"
             ) from exc
@@ -302,11 +302,15 @@ def _text(value: object) -> str:
 
 
 def _streams(reply: object) -> list[tuple[object, object]]:
-    """XREADGROUP replies as (stream, entries) pairs, whether RESP2 list or RESP3 dict."""
+    """XREADGROUP replies as (stream, entries) pairs.
+
+    RESP2 gives ``[[stream, [entry, ...]], ...]``; RESP3 (``?protocol=3`` in the URL) gives
+    ``{stream: [[entry, ...]]}``.
+    """
     if not reply:
         return []
     if isinstance(reply, dict):
-        return list(reply.items())
+        return [(stream, value[0] if value else []) for stream, value in reply.items()]
     return [(item[0], item[1]) for item in cast(list[list[object]], reply)]
 
 
