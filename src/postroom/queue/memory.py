@@ -63,7 +63,7 @@ class MemoryQueue(QueueEngine):
 
     def _take_now(self, max_items: int) -> list[Taken]:
         now = self._clock()
-        out = []
+        out: list[Taken] = []
         while self._waiting and len(out) < max_items:
             payload, deliveries = self._waiting.popleft()
             tag = str(next(self._tags))
