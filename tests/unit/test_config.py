@@ -118,7 +118,7 @@ def test_defaults_match_the_documented_values() -> None:
         3,
         timedelta(hours=1),
         50,
-        timedelta(minutes=5),
+        timedelta(minutes=15),
     )
     assert (server.retry.initial, server.retry.max) == (
         timedelta(seconds=30),
@@ -690,7 +690,7 @@ def test_precedence_argument_env_file_defaults(tmp_path: Path) -> None:
     assert config.email.buffer == 100  # argument > environment > file
     assert config.email.server.batch == 20  # environment > file
     assert config.email.server.max_fails == 3  # file > defaults
-    assert config.email.server.lease == timedelta(minutes=5)  # defaults
+    assert config.email.server.lease == timedelta(minutes=15)  # defaults
 
 
 def test_string_overrides_are_parsed_and_checked() -> None:
