@@ -1,0 +1,610 @@
+"""The store contract, run unchanged against SQLite (a file) and PostgreSQL (a fresh database)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, inspect, text
+
+from postroom.errors import NotFoundError, StoreError
+from postroom.store import (
+    SCHEMA_VERSION,
+    STATUSES,
+    AttemptRecord,
+    Finish,
+    NewMessage,
+    Store,
+    open_store,
+)
+from postroom.store.migrations import Step, upgrade
+
+PUBLIC_COLUMNS = (
+    *("id", "status", "priority", "created_at", "send_after", "next_attempt_at", "due_at"),
+    *("expires_at", "num_fails", "last_failed_at", "failure", "sent_at", "updated_at"),
+    *("mail_from", "recipients", "pending_recipients", "subject", "message_id", "data"),
+    *("lease_owner", "lease_until"),
+)
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def new(id: str, **changes: object) -> NewMessage:
+    row = NewMessage(
+        id=id,
+        status="queued",
+        priority=0,
+        created_at=T0,
+        send_after=T0,
+        expires_at=at(3600),
+        mail_from="sender@example.com",
+        recipients=["a@example.com", "b@example.com"],
+        subject=f"subject {id}",
+        message_id=f"<{id}@example.com>",
+        data=b"payload " + id.encode(),
+    )
+    return replace(row, **changes)  # type: ignore[arg-type]
+
+
+def attempt(outcome: str = "sent", *, ended: datetime = T0, who: str = "A") -> AttemptRecord:
+    return AttemptRecord(
+        started_at=ended - timedelta(seconds=1),
+        ended_at=ended,
+        outcome=outcome,
+        code=250 if outcome == "sent" else 451,
+        enhanced_code="2.0.0" if outcome == "sent" else "4.3.0",
+        reply="ok" if outcome == "sent" else "try later",
+        dispatcher=who,
+        recipients=["a@example.com", "b@example.com"],
+    )
+
+
+def sent(id: str, *, at_time: datetime = T0, who: str = "A") -> Finish:
+    return Finish(
+        id=id,
+        status="sent",
+        attempt=attempt(ended=at_time, who=who),
+        count_fail=False,
+        failure=None,
+        next_attempt_at=None,
+        pending_recipients=None,
+        sent_at=at_time,
+    )
+
+
+def retry_later(id: str, when: datetime, *, pending: list[str] | None = None) -> Finish:
+    return Finish(
+        id=id,
+        status="queued",
+        attempt=attempt("temporary", ended=T0),
+        count_fail=True,
+        failure="451 4.3.0 try later",
+        next_attempt_at=when,
+        pending_recipients=pending,
+        sent_at=None,
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty database: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'postroom.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """A migrated store on each engine."""
+    s = open_store(store_url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+# -- schema and migrations ---------------------------------------------------------------------
+
+
+def test_migrate_creates_the_public_schema_and_is_idempotent(store: Store) -> None:
+    store.migrate()
+    assert store.schema_version() == SCHEMA_VERSION == 1
+    with store._engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+        columns = {c["name"] for c in inspect(conn).get_columns("messages")}
+        versions = conn.execute(text("SELECT count(*) FROM schema_version")).scalar_one()
+    assert {"messages", "attempts", "schema_version"} <= tables
+    assert versions == 1
+    assert set(PUBLIC_COLUMNS) <= columns
+
+
+def test_schema_version_is_zero_before_migrate(store_url: str) -> None:
+    with open_store(store_url) as fresh:
+        assert fresh.schema_version() == 0
+
+
+def test_concurrent_migrate_applies_the_schema_once(store_url: str) -> None:
+    stores = [open_store(store_url) for _ in range(3)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def run(s: Store) -> None:
+        barrier.wait()
+        try:
+            s.migrate()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with stores[0]._engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM schema_version")).scalar_one() == 1
+    for s in stores:
+        s.close()
+
+
+def test_upgrade_applies_pending_steps_in_order(store: Store) -> None:
+    def add_column(conn: Connection) -> None:
+        conn.exec_driver_sql("ALTER TABLE messages ADD COLUMN campaign TEXT")
+
+    steps = [Step(2, "messages.campaign", add_column)]
+    with store._engine.begin() as conn:
+        assert upgrade(conn, latest=2, steps=steps) == 2
+        assert upgrade(conn, latest=2, steps=steps) == 2  # nothing left to do
+    assert store.schema_version() == 2
+    with store._engine.connect() as conn:
+        assert "campaign" in {c["name"] for c in inspect(conn).get_columns("messages")}
+    with pytest.raises(StoreError, match="newer than this postroom"):
+        store.migrate()
+
+
+def test_upgrade_refuses_a_gap_in_the_steps(store: Store) -> None:
+    with store._engine.begin() as conn, pytest.raises(StoreError, match="upgrade path"):
+        upgrade(conn, latest=3, steps=[Step(3, "x", lambda c: None)])
+
+
+def test_migrate_refuses_foreign_tables(store_url: str) -> None:
+    with open_store(store_url) as s:
+        with s._engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE messages (id TEXT PRIMARY KEY)")
+        with pytest.raises(StoreError, match="not created by postroom"):
+            s.migrate()
+
+
+# -- ingest ------------------------------------------------------------------------------------
+
+
+def test_insert_is_idempotent_on_id(store: Store) -> None:
+    assert store.insert_messages([new("m1"), new("m2"), new("m2")]) == 2
+    assert store.insert_messages([new("m1"), new("m2"), new("m3")]) == 1
+    assert store.insert_messages([]) == 0
+    assert store.stats(None, T0).counts["queued"] == 3
+
+
+def test_get_round_trips_every_column_as_aware_utc(store: Store) -> None:
+    paris = timezone(timedelta(hours=1))
+    store.insert_messages(
+        [new("m1", priority=7, send_after=at(60).astimezone(paris), data=b"\x00\xff" * 50)]
+    )
+    info = store.get("m1")
+    assert info.status == "queued"
+    assert info.priority == 7
+    assert info.created_at == T0 and info.created_at.tzinfo == UTC
+    assert info.send_after == at(60) and info.send_after.tzinfo == UTC
+    assert info.due_at == at(60)
+    assert info.expires_at == at(3600)
+    assert info.recipients == ["a@example.com", "b@example.com"]
+    assert info.pending_recipients is None
+    assert info.data_size == 100
+    assert info.subject == "subject m1"
+    assert info.message_id == "<m1@example.com>"
+    assert (info.num_fails, info.failure, info.sent_at, info.lease_owner) == (0, None, None, None)
+    assert info.updated_at.tzinfo == UTC
+
+
+def test_failed_rows_are_stored_with_their_reason(store: Store) -> None:
+    store.insert_messages([new("bad", status="failed", failure="cannot be sent: no recipients")])
+    info = store.get("bad")
+    assert (info.status, info.failure) == ("failed", "cannot be sent: no recipients")
+    assert store.claim_due("A", 10, 60, at(10)) == []
+
+
+def test_insert_refuses_naive_times_and_unknown_statuses(store: Store) -> None:
+    with pytest.raises(StoreError, match="send_after must be a timezone-aware"):
+        store.insert_messages([new("m1", send_after=datetime(2026, 1, 1))])
+    with pytest.raises(StoreError, match="status 'sending' cannot be inserted"):
+        store.insert_messages([new("m1", status="sending")])
+    with pytest.raises(NotFoundError, match="m1"):
+        store.get("m1")
+
+
+# -- claims ------------------------------------------------------------------------------------
+
+
+def test_claim_takes_highest_priority_then_oldest(store: Store) -> None:
+    store.insert_messages(
+        [
+            new("old-low", created_at=at(-30)),
+            new("new-high", priority=5, created_at=at(-10)),
+            new("old-high", priority=5, created_at=at(-20)),
+            new("new-low", created_at=at(-5)),
+        ]
+    )
+    first = store.claim_due("A", 3, 60, at(1))
+    assert [c.id for c in first] == ["old-high", "new-high", "old-low"]
+    assert [c.id for c in store.claim_due("A", 3, 60, at(1))] == ["new-low"]
+    assert store.claim_due("A", 3, 60, at(1)) == []
+
+
+def test_claim_leases_the_row(store: Store) -> None:
+    store.insert_messages([new("m1")])
+    [claimed] = store.claim_due("dispatcher-1", 10, 90, at(5))
+    assert claimed.data == b"payload m1"
+    assert claimed.recipients == ["a@example.com", "b@example.com"]
+    assert (claimed.mail_from, claimed.num_fails) == ("sender@example.com", 0)
+    assert (claimed.created_at, claimed.send_after, claimed.expires_at) == (T0, T0, at(3600))
+    assert claimed.message_id == "<m1@example.com>"
+    info = store.get("m1")
+    assert (info.status, info.lease_owner, info.lease_until) == ("sending", "dispatcher-1", at(95))
+
+
+def test_claim_skips_scheduled_expired_and_finished_rows(store: Store) -> None:
+    store.insert_messages(
+        [
+            new("later", send_after=at(600)),
+            new("too-late", expires_at=at(10)),
+            new("gone", status="failed", failure="x"),
+            new("due"),
+        ]
+    )
+    assert [c.id for c in store.claim_due("A", 10, 6000, at(10))] == ["due"]
+    assert store.claim_due("A", 10, 6000, at(599)) == []
+    assert [c.id for c in store.claim_due("A", 10, 6000, at(600))] == ["later"]
+
+
+def test_claim_with_zero_limit_or_bad_lease(store: Store) -> None:
+    store.insert_messages([new("m1")])
+    assert store.claim_due("A", 0, 60, at(1)) == []
+    with pytest.raises(StoreError, match="lease_s"):
+        store.claim_due("A", 1, 0, at(1))
+    with pytest.raises(StoreError, match="now must be a timezone-aware"):
+        store.claim_due("A", 1, 60, datetime(2026, 3, 1))
+
+
+def test_expired_lease_is_claimed_again_and_the_old_owner_is_fenced(store: Store) -> None:
+    store.insert_messages([new("m1"), new("m2")])
+    assert len(store.claim_due("A", 10, 30, at(0))) == 2
+    assert store.claim_due("B", 10, 30, at(29)) == []  # leases still valid
+    taken = store.claim_due("B", 10, 30, at(31))
+    assert sorted(c.id for c in taken) == ["m1", "m2"]
+    assert store.get("m1").lease_owner == "B"
+
+    assert store.finish("A", [sent("m1", who="A"), sent("m2", who="A")]) == 0
+    info = store.get("m1")
+    assert (info.status, info.lease_owner, info.sent_at) == ("sending", "B", None)
+
+    assert store.finish("B", [sent("m1", at_time=at(40), who="B")]) == 1
+    info = store.get("m1")
+    assert (info.status, info.lease_owner, info.sent_at) == ("sent", None, at(40))
+    # attempts are facts: A really tried, so both are on record
+    assert [a.dispatcher for a in store.attempts("m1")] == ["A", "B"]
+    assert store.release("A", ["m2"], at(41)) == 0
+    assert store.get("m2").status == "sending"
+
+
+# -- outcomes ----------------------------------------------------------------------------------
+
+
+def test_finish_sent_records_the_attempt_and_clears_the_lease(store: Store) -> None:
+    store.insert_messages([new("m1")])
+    store.claim_due("A", 1, 60, at(0))
+    assert store.finish("A", [sent("m1", at_time=at(3))]) == 1
+    info = store.get("m1")
+    assert (info.status, info.sent_at, info.failure) == ("sent", at(3), None)
+    assert (info.lease_owner, info.lease_until, info.num_fails) == (None, None, 0)
+    [a] = store.attempts("m1")
+    assert (a.message_id, a.outcome, a.code, a.enhanced_code) == ("m1", "sent", 250, "2.0.0")
+    assert (a.started_at, a.ended_at, a.reply, a.dispatcher) == (at(2), at(3), "ok", "A")
+    assert a.recipients == ["a@example.com", "b@example.com"]
+    assert store.finish("A", [sent("m1")]) == 0  # not leased any more
+
+
+def test_temporary_failure_waits_for_next_attempt_with_pending_recipients(store: Store) -> None:
+    store.insert_messages([new("m1")])
+    store.claim_due("A", 1, 60, at(0))
+    assert store.finish("A", [retry_later("m1", at(300), pending=["b@example.com"])]) == 1
+    info = store.get("m1")
+    assert (info.status, info.num_fails, info.last_failed_at) == ("queued", 1, T0)
+    assert (info.next_attempt_at, info.due_at) == (at(300), at(300))
+    assert info.failure == "451 4.3.0 try later"
+    assert info.pending_recipients == ["b@example.com"]
+    assert store.claim_due("A", 1, 60, at(299)) == []
+    [again] = store.claim_due("A", 1, 60, at(300))
+    assert (again.recipients, again.num_fails) == (["b@example.com"], 1)
+
+
+def test_next_attempt_never_precedes_send_after(store: Store) -> None:
+    store.insert_messages([new("m1", send_after=at(100))])
+    store.claim_due("A", 1, 60, at(100))
+    store.finish("A", [retry_later("m1", at(50))])
+    assert store.get("m1").due_at == at(100)
+
+
+def test_finish_failed_and_expired(store: Store) -> None:
+    store.insert_messages([new("m1"), new("m2")])
+    store.claim_due("A", 2, 60, at(0))
+    failed = Finish(
+        id="m1",
+        status="failed",
+        attempt=attempt("permanent", ended=at(2)),
+        count_fail=True,
+        failure="550 5.1.1 no such user",
+        next_attempt_at=None,
+        pending_recipients=["b@example.com"],
+        sent_at=None,
+    )
+    expired = replace(failed, id="m2", status="expired", attempt=None, failure="too late")
+    assert store.finish("A", [failed, expired]) == 2
+    m1, m2 = store.get("m1"), store.get("m2")
+    assert (m1.status, m1.num_fails, m1.last_failed_at, m1.failure) == (
+        "failed",
+        1,
+        at(2),
+        "550 5.1.1 no such user",
+    )
+    assert (m2.status, m2.num_fails, m2.failure) == ("expired", 1, "too late")
+    assert m2.last_failed_at is not None
+    assert store.attempts("m2") == []
+
+
+def test_finish_refuses_an_unknown_status_and_writes_nothing(store: Store) -> None:
+    store.insert_messages([new("m1"), new("m2")])
+    store.claim_due("A", 2, 60, at(0))
+    with pytest.raises(StoreError, match="finish status 'done'"):
+        store.finish("A", [sent("m1"), replace(sent("m2"), status="done")])
+    assert store.get("m1").status == "sending"
+    assert store.attempts("m1") == []
+
+
+def test_release_requeues_without_counting_a_failure(store: Store) -> None:
+    store.insert_messages([new("m1"), new("m2")])
+    store.claim_due("A", 2, 60, at(0))
+    assert store.release("B", ["m1", "m2"], at(1)) == 0
+    assert store.release("A", ["m1"], at(1)) == 1
+    info = store.get("m1")
+    assert (info.status, info.num_fails, info.lease_owner, info.updated_at) == (
+        "queued",
+        0,
+        None,
+        at(1),
+    )
+    assert [c.id for c in store.claim_due("B", 5, 60, at(2))] == ["m1"]
+    assert store.release("A", [], at(3)) == 0
+
+
+def test_next_due_at_is_the_earliest_moment_with_work(store: Store) -> None:
+    assert store.next_due_at() is None
+    store.insert_messages([new("gone", status="failed", failure="x")])
+    assert store.next_due_at() is None
+    store.insert_messages([new("later", send_after=at(600), expires_at=at(4000))])
+    assert store.next_due_at() == at(600)
+    store.insert_messages([new("soon", send_after=at(120), expires_at=at(4000))])
+    assert store.next_due_at() == at(120)
+    store.insert_messages([new("expiring", send_after=at(900), expires_at=at(60))])
+    assert store.next_due_at() == at(60)
+    store.expire_overdue(at(60))
+    store.claim_due("A", 5, 10, at(120))  # "soon" leased until 130
+    assert store.next_due_at() == at(130)
+
+
+def test_expire_overdue_only_touches_queued_rows_past_expiry(store: Store) -> None:
+    store.insert_messages(
+        [
+            new("old", expires_at=at(10)),
+            new("young", expires_at=at(100)),
+            new("busy", priority=9, expires_at=at(5)),
+        ]
+    )
+    [busy] = store.claim_due("A", 1, 60, at(0))
+    assert busy.id == "busy"
+    assert store.expire_overdue(at(10)) == 1
+    assert store.expire_overdue(at(10)) == 0
+    info = store.get("old")
+    assert (info.status, info.updated_at) == ("expired", at(10))
+    assert info.failure == "not sent within max-time (expired at 2026-03-01 12:00:10 UTC)"
+    assert store.get("young").status == "queued"
+    assert store.get("busy").status == "sending"
+
+
+# -- operator actions --------------------------------------------------------------------------
+
+
+def test_cancel_queued_and_scheduled_but_not_others(store: Store) -> None:
+    store.insert_messages([new("now"), new("later", send_after=at(3000)), new("busy")])
+    store.cancel("now", at(1))
+    store.cancel("later", at(1))
+    assert store.get("later").status == "cancelled"
+    assert store.get("later").updated_at == at(1)
+    [busy] = store.claim_due("A", 1, 60, at(2))
+    assert busy.id == "busy"
+    with pytest.raises(StoreError, match="'busy' is sending"):
+        store.cancel("busy", at(3))
+    with pytest.raises(StoreError, match="is cancelled"):
+        store.cancel("now", at(3))
+    with pytest.raises(NotFoundError, match="'nope'"):
+        store.cancel("nope", at(3))
+    # cancelled rows are never claimed; "busy" comes back only because its lease ran out
+    assert [c.id for c in store.claim_due("B", 10, 60, at(4000))] == ["busy"]
+
+
+def test_retry_requeues_failed_and_expired(store: Store) -> None:
+    store.insert_messages(
+        [new("failed", status="failed", failure="550"), new("expired", expires_at=at(5))]
+    )
+    store.expire_overdue(at(5))
+    store.retry("failed", at(100), at(3700))
+    store.retry("expired", at(100), at(3700))
+    info = store.get("expired")
+    assert (info.status, info.num_fails, info.due_at, info.expires_at) == (
+        "queued",
+        0,
+        at(100),
+        at(3700),
+    )
+    assert store.claim_due("A", 10, 60, at(99)) == []
+    assert sorted(c.id for c in store.claim_due("A", 10, 60, at(100))) == ["expired", "failed"]
+    with pytest.raises(StoreError, match="is sending: only failed or expired"):
+        store.retry("failed", at(101), at(3700))
+    with pytest.raises(NotFoundError):
+        store.retry("nope", at(101), at(3700))
+
+
+def test_purge_deletes_old_finished_rows_and_their_attempts_in_batches(store: Store) -> None:
+    store.insert_messages([new(f"c{i}") for i in range(5)] + [new("q"), new("s1"), new("s2")])
+    for i in range(5):
+        store.cancel(f"c{i}", at(10))
+    store.claim_due("A", 10, 60, at(20))  # q, s1, s2 are now sending
+    store.finish("A", [sent("s1"), sent("s2")])  # updated_at = wall clock (after T0 + 20 s)
+    store.release("A", ["q"], at(20))
+    seen: list[int] = []
+    assert store.purge(at(11), batch=2, progress=seen.append) == 5
+    assert seen == [2, 4, 5]
+    assert store.stats(None, T0).counts["cancelled"] == 0
+    assert store.get("q").status == "queued"
+    assert store.purge(at(11)) == 0
+    far_future = datetime.now(UTC) + timedelta(days=1)
+    assert store.purge(far_future) == 2
+    assert store.attempts("s1") == []
+    with pytest.raises(NotFoundError):
+        store.get("s1")
+    assert store.get("q").status == "queued"
+    with pytest.raises(StoreError, match="batch"):
+        store.purge(at(0), batch=0)
+
+
+# -- stats -------------------------------------------------------------------------------------
+
+
+def test_stats_counts_latency_failures_and_attempts(store: Store) -> None:
+    ids = [f"s{i}" for i in range(1, 11)]
+    store.insert_messages([new(i) for i in ids])
+    store.claim_due("A", 10, 60, at(0))
+    store.finish("A", [sent(f"s{i}", at_time=at(i)) for i in range(1, 11)])  # latencies 1..10 s
+    store.insert_messages(
+        [
+            new("f1", status="failed", failure="550 no such user"),
+            new("f2", status="failed", failure="550 no such user"),
+            new("f3", status="failed", failure="554 rejected"),
+            new("old", created_at=at(-86400), send_after=at(5000)),
+        ]
+    )
+    stats = store.stats(None, at(20))
+    assert set(stats.counts) == set(STATUSES)
+    assert stats.counts == {
+        "queued": 1,
+        "sending": 0,
+        "sent": 10,
+        "failed": 3,
+        "expired": 0,
+        "cancelled": 0,
+    }
+    assert stats.latency_p50_s == pytest.approx(5.0, abs=1e-3)
+    assert stats.latency_p95_s == pytest.approx(10.0, abs=1e-3)
+    assert stats.latency_p99_s == pytest.approx(10.0, abs=1e-3)
+    assert stats.top_failures == [("550 no such user", 2), ("554 rejected", 1)]
+    assert stats.attempts == 10
+    assert (stats.queued_due, stats.queued_scheduled) == (0, 1)
+
+    recent = store.stats(at(-60), at(20))
+    assert recent.since == at(-60)
+    assert recent.counts["queued"] == 0 and recent.counts["sent"] == 10
+    late = store.stats(at(6), at(20))
+    assert late.latency_p50_s == pytest.approx(8.0, abs=1e-3)  # sent at 6..10 s: 6 7 8 9 10
+    assert late.attempts == 4  # attempts started at 6..9 s
+
+
+def test_stats_on_an_empty_database(store: Store) -> None:
+    stats = store.stats(None, T0)
+    assert stats.counts == dict.fromkeys(STATUSES, 0)
+    assert (stats.latency_p50_s, stats.latency_p95_s, stats.latency_p99_s) == (None, None, None)
+    assert (stats.top_failures, stats.attempts) == ([], 0)
+
+
+# -- errors and engine specifics ---------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_postgres_is_a_store_error_without_the_password() -> None:
+    url = f"postgresql://postroom:s3cret-pw@127.0.0.1:{closed_port()}/postroom"
+    with open_store(url) as s, pytest.raises(StoreError) as caught:
+        s.migrate()
+    message = str(caught.value)
+    assert message.startswith("cannot connect to database postgresql+psycopg://postroom:***@")
+    assert "s3cret-pw" not in message
+    assert isinstance(caught.value.__cause__, Exception)
+
+
+def test_open_store_creates_the_sqlite_folder(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "postroom.db"
+    with open_store(f"sqlite:///{path}") as s:
+        s.migrate()
+    assert path.exists()
+
+
+def test_open_store_refuses_unknown_schemes() -> None:
+    with pytest.raises(StoreError, match="'mysql' is not supported"):
+        open_store("mysql://u@h/db")
+    with pytest.raises(StoreError, match="is not a database URL"):
+        open_store("not a url")
+
+
+def test_sqlite_times_are_fixed_width_utc_text(tmp_path: Path) -> None:
+    with open_store(f"sqlite:///{tmp_path / 'p.db'}") as s:
+        s.migrate()
+        s.insert_messages([new("m1", send_after=at(0.5))])
+        with s._engine.connect() as conn:
+            raw = conn.exec_driver_sql("SELECT created_at, send_after FROM messages").one()
+            newer = conn.exec_driver_sql(
+                "SELECT count(*) FROM messages WHERE created_at > datetime('2026-03-01 11:59:59')"
+            ).scalar_one()
+            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()
+            fks = conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one()
+    assert tuple(raw) == ("2026-03-01 12:00:00.123456", "2026-03-01 12:00:00.623456")
+    assert newer == 1
+    assert (mode, fks) == ("wal", 1)
+
+
+def test_sqlite_claim_plan_walks_the_partial_index_without_sorting(tmp_path: Path) -> None:
+    from postroom.store.store import _claim_statement
+
+    with open_store(f"sqlite:///{tmp_path / 'p.db'}") as s:
+        s.migrate()
+        compiled = _claim_statement("A", 50, T0, at(60)).compile(dialect=s._engine.dialect)
+        params = compiled.construct_params()
+        values = []
+        for key in compiled.positiontup or ():
+            processor = compiled.binds[key].type._cached_bind_processor(s._engine.dialect)
+            values.append(processor(params[key]) if processor else params[key])
+        with s._engine.connect() as conn:
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", tuple(values)).all()
+    steps = [str(row[-1]) for row in plan]
+    fresh = steps[steps.index("CO-ROUTINE fresh") :]
+    assert fresh[1] == "SCAN messages USING INDEX ix_messages_claim"
+    assert not any("TEMP B-TREE" in step for step in fresh[1:3])
+    assert any("ix_messages_lease" in step for step in steps)
