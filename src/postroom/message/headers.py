@@ -167,7 +167,7 @@ def _b_chunks(text: str, budgets: tuple[int, int]) -> list[str]:
 
 
 def encoded_words(text: str, first_line_used: int = 0) -> list[str]:
-    """Encode ``text`` as UTF-8 encoded-words (the shorter of Q and B), as folding pieces.
+    """Encode ``text`` as UTF-8 encoded-words (Q unless B is clearly shorter), as folding pieces.
 
     ``first_line_used`` is how many characters of the first line are taken already, so the
     first word is made shorter to keep that line within 76 characters (RFC 2047 section 2).
@@ -175,7 +175,7 @@ def encoded_words(text: str, first_line_used: int = 0) -> list[str]:
     raw = text.encode("utf-8")
     q_size = sum(len(_Q_BYTE[b]) for b in raw)
     b_size = (len(raw) + 2) // 3 * 4
-    kind = "q" if q_size <= b_size else "b"
+    kind = "q" if q_size * 3 <= b_size * 4 else "b"  # Q stays readable: prefer it unless longer
     overhead = len("=?utf-8?q??=")
     first = max(16, min(_WORD, 76 - first_line_used) - overhead)
     budgets = (first, _WORD - overhead)
@@ -196,12 +196,13 @@ def _param_parts(key: str, value: str) -> list[str]:
     if _QUOTABLE_PARAM.match(value):
         return [f' {key}="{value}"']
     encoded = "".join([_PCT_BYTE[b] for b in value.encode("utf-8")])
-    if len(encoded) <= 60:
+    size = MAX_LINE - len(key) - 16  # room left on a line for `` key*NN*=utf-8''...;``
+    if len(encoded) <= size:
         return [f" {key}*=utf-8''{encoded}"]
     segments: list[str] = []
     start = 0
     while start < len(encoded):
-        end = min(start + 60, len(encoded))
+        end = min(start + size, len(encoded))
         percent = encoded.rfind("%", max(start, end - 2), end)
         if percent != -1 and end < len(encoded):
             end = percent  # never cut a %XX escape in two

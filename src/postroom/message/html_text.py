@@ -91,7 +91,7 @@ class _TextWriter(HTMLParser):
             self.handle_data(attributes["alt"] or "")
 
     def start_block(self, tag: str) -> None:
-        self.want_break(2 if tag in _PARAGRAPH else 1)
+        self.want_break(self.gap(tag))
         if tag == "blockquote":
             self.quote_depth += 1
         elif tag == "pre":
@@ -106,6 +106,12 @@ class _TextWriter(HTMLParser):
             self.want_break(2)
         elif tag == "tr":
             self.cell_open = False
+
+    def gap(self, tag: str) -> int:
+        """Line breaks around a block: a blank line for paragraphs, except for nested lists."""
+        if tag in ("ul", "ol") and self.lists:
+            return 1
+        return 2 if tag in _PARAGRAPH else 1
 
     def write_marker(self) -> None:
         depth = max(len(self.lists) - 1, 0)
@@ -130,13 +136,13 @@ class _TextWriter(HTMLParser):
         if tag == "a" and self.links:
             self.end_link(*self.links.pop())
         elif tag in _PARAGRAPH or tag in _LINE:
-            self.want_break(2 if tag in _PARAGRAPH else 1)
+            if tag in ("ul", "ol") and self.lists:
+                self.lists.pop()
+            self.want_break(self.gap(tag))
             if tag == "blockquote":
                 self.quote_depth = max(self.quote_depth - 1, 0)
             elif tag == "pre":
                 self.pre_depth = max(self.pre_depth - 1, 0)
-            elif tag in ("ul", "ol") and self.lists:
-                self.lists.pop()
 
     def end_link(self, href: str, start: int) -> None:
         label = "".join(self.out[start:]).strip()

@@ -76,9 +76,12 @@ def _address_strings(message: Message, name: str) -> list[str]:
     """Every address of every ``name`` header that parses, as ``Name <addr>`` strings."""
     found: list[str] = []
     for header in message.get_all(name) or []:
+        parsed = getattr(header, "addresses", None)  # Disposition-Notification-To has none
         try:
-            pairs = [(a.display_name, a.addr_spec) for a in getattr(header, "addresses", ())]
-        except Exception:
+            pairs = [(a.display_name, a.addr_spec) for a in parsed or ()]
+        except Exception:  # the parser's own objects can fail on very broken input
+            parsed = None
+        if parsed is None:
             pairs = getaddresses([str(header)])
         for display, spec in pairs:
             spec, display = _clean(spec), _clean(display).strip()
@@ -102,7 +105,9 @@ def _date(message: Message) -> datetime | None:
 
 
 def _message_id(message: Message) -> str | None:
-    match = _MESSAGE_ID.search(_header(message, "Message-ID"))
+    """The Message-ID in angle brackets; a bare ``id@domain`` (a common mistake) is wrapped."""
+    value = _header(message, "Message-ID")
+    match = _MESSAGE_ID.search(value) or _MESSAGE_ID.fullmatch(f"<{value}>")
     return match.group(0) if match and len(match.group(0)) <= 900 else None
 
 
