@@ -25,6 +25,9 @@ __all__ = ["PAYLOAD_VERSION", "QueuedEmail", "decode", "encode", "new_message_id
 
 PAYLOAD_VERSION = 1
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# every pair of base-32 digits, indexed by 10 bits: 13 lookups spell 130 bits (enqueue hot path)
+_DIGIT_PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
 
 
 def new_message_id() -> str:
@@ -33,11 +36,7 @@ def new_message_id() -> str:
     Ids sort by creation time, which keeps database index inserts local.
     """
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_CROCKFORD[digit])
-    return "".join(reversed(chars))
+    return "".join([_DIGIT_PAIRS[(value >> shift) & 0x3FF] for shift in _PAIR_SHIFTS])
 
 
 @dataclass(frozen=True, slots=True)

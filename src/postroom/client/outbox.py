@@ -59,6 +59,8 @@ _log = logging.getLogger("postroom.client")
 #: most payloads handed to one ``QueueEngine.push()`` call
 MAX_BATCH = 500
 
+_UNOPENED_LABEL = "queue engine"
+
 # one snapshot: (message id, Email.to_dict(), send_after, queued_at)
 _Item = tuple[str, dict[str, Any], datetime, datetime]
 
@@ -148,10 +150,10 @@ class Outbox:
             self.engine_label = f"{queue_cfg.engine} queue {queue_cfg.name!r}"
         elif isinstance(queue, QueueEngine):
             self._engine = queue
-            self.engine_label = f"{queue.engine or type(queue).__name__} queue"
+            self.engine_label = _label(queue)
         else:
             self._factory = queue
-            self.engine_label = "queue engine"
+            self.engine_label = _UNOPENED_LABEL
         self._buffer: Buffer[_Item] = Buffer(self.capacity)
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -222,9 +224,9 @@ class Outbox:
             left = len(self._buffer)
         if left:
             _log.warning(
-                "%d emails were not pushed to the %s before the outbox closed and are lost "
+                "%s not pushed to the %s before the outbox closed and lost "
                 "(the queue engine is unreachable or slow)",
-                left,
+                _emails(left, "was", "were"),
                 self.engine_label,
             )
         if thread is None or not thread.is_alive():
@@ -270,21 +272,21 @@ class Outbox:
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
                 _log.warning(
-                    "cannot push to the %s (%s: %s); %d emails are buffered and will be pushed "
-                    "when it is back (retrying with backoff)",
+                    "cannot push to the %s (%s: %s); %s buffered, to be pushed when it is "
+                    "back (retrying with backoff)",
                     self.engine_label,
                     type(exc).__name__,
                     exc,
-                    len(self._buffer),
+                    _emails(len(self._buffer), "is", "are"),
                     exc_info=not isinstance(exc, QueueError),
                 )
             return False
         if self._outage_since is not None:
             _log.info(
-                "the %s is reachable again after %.1fs; pushed %d buffered emails",
+                "the %s is reachable again after %.1fs; pushed %s that waited",
                 self.engine_label,
                 time.monotonic() - self._outage_since,
-                len(payloads),
+                _emails(len(payloads)),
             )
             self._outage_since = None
             self._failures = 0
@@ -295,6 +297,8 @@ class Outbox:
         if engine is None:
             assert self._factory is not None
             engine = self._engine = self._factory()
+            if self.engine_label == _UNOPENED_LABEL:
+                self.engine_label = _label(engine)
         return engine
 
     def _close_engine(self) -> None:
@@ -329,9 +333,22 @@ class Outbox:
             self._engine = None
 
 
+def _label(engine: QueueEngine) -> str:
+    """``redis queue 'mail'``: names the engine in log lines, never its URL (passwords)."""
+    name = getattr(engine, "name", None)
+    kind = engine.engine or type(engine).__name__
+    return f"{kind} queue {name!r}" if isinstance(name, str) else f"{kind} queue"
+
+
 def _require(name: str, value: float, minimum: float) -> None:
     if value < minimum:
         raise ConfigError(name, f"must be at least {minimum}, got {value!r}")
+
+
+def _emails(count: int, singular: str = "", plural: str = "") -> str:
+    """``"1 email was"``, ``"3 emails were"``: log lines that read well."""
+    noun, verb = ("email", singular) if count == 1 else ("emails", plural)
+    return f"{count} {noun} {verb}".rstrip()
 
 
 def _encode_all(items: list[_Item]) -> list[bytes]:

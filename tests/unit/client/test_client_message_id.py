@@ -1,0 +1,32 @@
+"""Message ids: the ULID layout that the enqueue hot path produces."""
+
+from __future__ import annotations
+
+import time
+
+from postroom.payload import _CROCKFORD, new_message_id
+
+
+def _from_base32(text: str) -> int:
+    value = 0
+    for char in text:
+        value = value * 32 + _CROCKFORD.index(char)
+    return value
+
+
+def test_ids_are_26_crockford_digits_with_the_time_in_the_top_48_bits() -> None:
+    before_ms = time.time_ns() // 1_000_000
+    message_id = new_message_id()
+    after_ms = time.time_ns() // 1_000_000
+    assert len(message_id) == 26
+    assert set(message_id) <= set(_CROCKFORD)
+    assert message_id[0] in "01234567"  # 130 digits' worth of bits hold a 128-bit value
+    assert before_ms <= _from_base32(message_id) >> 80 <= after_ms
+
+
+def test_ids_are_unique_and_sort_by_creation_time() -> None:
+    ids = [new_message_id() for _ in range(2000)]
+    assert len(set(ids)) == 2000
+    stamps = [_from_base32(i) >> 80 for i in ids]
+    assert stamps == sorted(stamps)
+    assert len({i[10:] for i in ids}) == 2000  # the random part differs, too
