@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,12 +31,28 @@ _DIGIT_PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]
 _PAIR_SHIFTS = tuple(range(120, -1, -10))
 
 
+# 80-bit random numbers from os.urandom, drawn 256 at a time: one system call per id would
+# release the GIL on every enqueue() and hand it to the pusher thread. Each number is used once
+# (deque.popleft is atomic); a forked child drops the parent's stock so the two never share one.
+_RANDOM_80: deque[int] = deque()
+os.register_at_fork(after_in_child=_RANDOM_80.clear)
+
+
+def _random_80_bits() -> int:
+    try:
+        return _RANDOM_80.popleft()
+    except IndexError:
+        block = os.urandom(10 * 256)
+        _RANDOM_80.extend(int.from_bytes(block[i : i + 10], "big") for i in range(10, 2560, 10))
+        return int.from_bytes(block[:10], "big")
+
+
 def new_message_id() -> str:
     """A new 26-character, time-ordered, unique id (ULID layout: 48-bit ms time + 80 random bits).
 
     Ids sort by creation time, which keeps database index inserts local.
     """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (time.time_ns() // 1_000_000) << 80 | _random_80_bits()
     return "".join([_DIGIT_PAIRS[(value >> shift) & 0x3FF] for shift in _PAIR_SHIFTS])
 
 

@@ -60,6 +60,16 @@ elif mode == "fork":
     write(out + ".parent", before + burst(300, "parent"))
     _, status = os.waitpid(pid, 0)
     print(json.dumps({"pending_at_fork": pending_at_fork, "child_status": status}))
+elif mode == "multiprocessing":
+    import multiprocessing
+
+    def worker():  # a fork-context child ends with os._exit(): no atexit handlers run
+        burst(2000, "worker")  # and returns at once: the last emails are still buffered
+
+    process = multiprocessing.get_context("fork").Process(target=worker)
+    process.start()
+    process.join(60)
+    print(json.dumps({"exitcode": process.exitcode}))
 """
 
 
@@ -136,3 +146,16 @@ def test_fork_parent_and_child_each_push_their_own_emails_once(
     assert set(counts) == set(parent) | set(child)
     duplicated = sorted(i for i, n in counts.items() if n > 1)
     assert duplicated == [], f"{len(duplicated)} ids pushed twice (pending at fork: {report})"
+
+
+def test_a_multiprocessing_child_pushes_its_emails_before_it_exits(
+    tmp_path: Path, queue_config: dict[str, Any]
+) -> None:
+    _, stdout = run_script(tmp_path, queue_config, "multiprocessing")
+    assert json.loads(stdout.strip().splitlines()[-1]) == {"exitcode": 0}
+    subjects: Counter[str] = Counter()
+    with open_queue(load_config(queue_config).email.queue["default"]) as engine:
+        while batch := engine.take(1000, 0.5):
+            subjects.update(decode(item.payload).email["subject"] for item in batch)
+            engine.ack([item.tag for item in batch])
+    assert subjects == Counter(f"worker {n}" for n in range(2000))

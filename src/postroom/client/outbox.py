@@ -214,6 +214,8 @@ class Outbox:
         Returns how many emails could not be pushed; a warning on ``postroom.client`` names the
         number when it is not zero. Calling it again is harmless.
         """
+        if self._stop.is_set():
+            return len(self._buffer)  # closed before: reported then
         self._buffer.close()
         left = self.flush(timeout_s)
         self._stop.set()
@@ -224,13 +226,14 @@ class Outbox:
             left = len(self._buffer)
         if left:
             _log.warning(
-                "%s not pushed to the %s before the outbox closed and lost "
+                "%s lost: not pushed to the %s before the outbox closed "
                 "(the queue engine is unreachable or slow)",
                 _emails(left, "was", "were"),
                 self.engine_label,
             )
         if thread is None or not thread.is_alive():
             self._close_engine()
+        _live.discard(self)
         return left
 
     # -- the pusher thread ----------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 from postroom.payload import _CROCKFORD, new_message_id
@@ -30,3 +32,30 @@ def test_ids_are_unique_and_sort_by_creation_time() -> None:
     stamps = [_from_base32(i) >> 80 for i in ids]
     assert stamps == sorted(stamps)
     assert len({i[10:] for i in ids}) == 2000  # the random part differs, too
+
+
+def test_a_forked_child_never_reuses_the_parents_random_bits() -> None:
+    code = (
+        "import os\n"
+        "from postroom.payload import new_message_id\n"
+        "new_message_id()  # the parent now holds a stock of random numbers\n"
+        "read, write = os.pipe()\n"
+        "pid = os.fork()\n"
+        "ids = [new_message_id() for _ in range(100)]\n"
+        "if pid == 0:\n"
+        "    os.write(write, ' '.join(ids).encode())\n"
+        "    os._exit(0)\n"
+        "os.close(write)\n"
+        "os.waitpid(pid, 0)\n"
+        "child = os.read(read, 100_000).decode().split()\n"
+        "print(' '.join(ids))\n"
+        "print(' '.join(child))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    parent_line, child_line = done.stdout.splitlines()
+    parent_random = {i[10:] for i in parent_line.split()}
+    child_random = {i[10:] for i in child_line.split()}
+    assert len(parent_random) == len(child_random) == 100
+    assert not parent_random & child_random
