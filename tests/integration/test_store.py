@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, event, inspect, text
 
 from postroom.errors import NotFoundError, StoreError
 from postroom.store import (
@@ -591,18 +591,20 @@ def test_sqlite_times_are_fixed_width_utc_text(tmp_path: Path) -> None:
 
 
 def test_sqlite_claim_plan_walks_the_partial_index_without_sorting(tmp_path: Path) -> None:
-    from postroom.store.store import _claim_statement
-
+    executed: list[tuple[str, object]] = []
     with open_store(f"sqlite:///{tmp_path / 'p.db'}") as s:
         s.migrate()
-        compiled = _claim_statement("A", 50, T0, at(60)).compile(dialect=s._engine.dialect)
-        params = compiled.construct_params()
-        values = []
-        for key in compiled.positiontup or ():
-            processor = compiled.binds[key].type._cached_bind_processor(s._engine.dialect)
-            values.append(processor(params[key]) if processor else params[key])
+        s.insert_messages([new("m1")])
+
+        def capture(conn: object, cursor: object, sql: str, params: object, *rest: object) -> None:
+            if sql.lstrip().startswith("WITH stale"):
+                executed.append((sql, params))
+
+        event.listen(s._engine, "before_cursor_execute", capture)
+        assert len(s.claim_due("A", 50, 60, at(1))) == 1
+        [(sql, params)] = executed
         with s._engine.connect() as conn:
-            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", tuple(values)).all()
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()  # type: ignore[arg-type]
     steps = [str(row[-1]) for row in plan]
     fresh = steps[steps.index("CO-ROUTINE fresh") :]
     assert fresh[1] == "SCAN messages USING INDEX ix_messages_claim"

@@ -11,8 +11,12 @@ The indexes follow the queries the dispatcher runs all the time, on tables of mi
 * dead leases: ``status='sending' AND lease_until < now`` uses ``ix_messages_lease``;
 * ``next_due_at`` reads the first entry of ``ix_messages_due``, ``ix_messages_expiry`` and
   ``ix_messages_lease``; ``expire_overdue`` ranges over ``ix_messages_expiry``;
-* purge ranges over ``ix_messages_updated``; stats over ``ix_messages_created``,
+* purge ranges over ``ix_messages_finished`` (finished rows only: claims never touch it);
+* stats count through the partial indexes and range over ``ix_messages_created``,
   ``ix_messages_sent`` and ``ix_attempts_started``.
+
+Every status change rewrites the row, so each index costs on the hot path; most are partial
+(one status only) to keep that cost down.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.types import DateTime, String, TypeDecorator, TypeEngine
+
+from postroom.store.records import FINAL_STATUSES
 
 __all__ = [
     "JSONList",
@@ -152,6 +158,7 @@ messages = Table(
 _QUEUED = text("status = 'queued'")
 _SENDING = text("status = 'sending'")
 _SENT = text("status = 'sent'")
+_FINISHED = text(f"status IN ({', '.join(repr(s) for s in FINAL_STATUSES)})")
 
 Index(
     "ix_messages_claim",
@@ -164,8 +171,14 @@ Index(
 Index("ix_messages_due", messages.c.due_at, sqlite_where=_QUEUED, postgresql_where=_QUEUED)
 Index("ix_messages_expiry", messages.c.expires_at, sqlite_where=_QUEUED, postgresql_where=_QUEUED)
 Index("ix_messages_lease", messages.c.lease_until, sqlite_where=_SENDING, postgresql_where=_SENDING)
-Index("ix_messages_updated", messages.c.updated_at, messages.c.status)
-Index("ix_messages_created", messages.c.created_at, messages.c.status)
+Index(
+    "ix_messages_finished",
+    messages.c.status,
+    messages.c.updated_at,
+    sqlite_where=_FINISHED,
+    postgresql_where=_FINISHED,
+)
+Index("ix_messages_created", messages.c.created_at)
 Index("ix_messages_sent", messages.c.sent_at, sqlite_where=_SENT, postgresql_where=_SENT)
 Index("ix_messages_message_id", messages.c.message_id)
 

@@ -36,7 +36,6 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
-    exists,
     func,
     insert,
     select,
@@ -179,13 +178,19 @@ class Store:
             raise StoreError(f"lease_s must be positive, got {lease_s!r}")
         if limit <= 0:
             return []
-        stmt = _claim_statement(owner, limit, now, now + timedelta(seconds=lease_s))
+        params = {
+            "b_owner": owner,
+            "b_now": now,
+            "b_lease_until": now + timedelta(seconds=lease_s),
+            "b_limit": limit,
+        }
         if self.dialect == "postgresql":
             with self._connect() as conn:
-                rows = list(conn.execution_options(isolation_level="AUTOCOMMIT").execute(stmt))
+                autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
+                rows = list(autocommit.execute(_CLAIM, params))
         else:
             with self._write() as conn:
-                rows = list(conn.execute(stmt))
+                rows = list(conn.execute(_CLAIM, params))
         rows.sort(key=lambda r: (-r.priority, r.created_at))
         return [_claimed(row) for row in rows]
 
@@ -203,8 +208,17 @@ class Store:
         attempt_rows = [_attempt_params(r.id, r.attempt) for r in results if r.attempt]
         with self._write() as conn:
             if attempt_rows:
-                conn.execute(_ATTEMPT_INSERT, attempt_rows)
+                self._insert_attempts(conn, attempt_rows)
             return int(conn.execute(_FINISH_UPDATE, updates).rowcount)
+
+    @staticmethod
+    def _insert_attempts(conn: Connection, rows: list[dict[str, object]]) -> None:
+        """One multi-row INSERT, skipping attempts of messages deleted meanwhile (purged)."""
+        ids = list({str(row["message_id"]) for row in rows})
+        existing = set(conn.execute(select(m.c.id).where(m.c.id.in_(ids))).scalars())
+        kept = [row for row in rows if row["message_id"] in existing]
+        if kept:
+            conn.execute(insert(attempts), kept)
 
     def release(self, owner: str, ids: Sequence[str], now: datetime) -> int:
         """Give leased rows back (``sending`` -> ``queued``) without counting a failure.
@@ -403,12 +417,16 @@ def _new_row(row: NewMessage, now: datetime) -> dict[str, object]:
     }
 
 
-def _claim_statement(owner: str, limit: int, now: datetime, lease_until: datetime) -> Any:
+def _build_claim() -> Any:
     """``UPDATE ... WHERE id IN (top rows of dead leases ∪ due queued rows) RETURNING ...``.
 
-    Each candidate set is taken in claim order, at most ``limit`` rows, locked with ``FOR
+    Each candidate set is taken in claim order, at most ``b_limit`` rows, locked with ``FOR
     UPDATE SKIP LOCKED`` on PostgreSQL (nothing on SQLite, where the transaction is exclusive).
+    Parameters: ``b_owner``, ``b_now``, ``b_lease_until``, ``b_limit`` (rendered inline, so
+    both planners see the real limit).
     """
+    now = bindparam("b_now", type_=UTCDateTime())
+    limit = bindparam("b_limit", type_=Integer(), literal_execute=True)
     order = (m.c.priority.desc(), m.c.created_at)
     picked = (m.c.id, m.c.priority, m.c.created_at)
     stale = (
@@ -436,7 +454,12 @@ def _claim_statement(owner: str, limit: int, now: datetime, lease_until: datetim
     return (
         update(m)
         .where(m.c.id.in_(chosen))
-        .values(status="sending", lease_owner=owner, lease_until=lease_until, updated_at=now)
+        .values(
+            status="sending",
+            lease_owner=bindparam("b_owner", type_=Text()),
+            lease_until=bindparam("b_lease_until", type_=UTCDateTime()),
+            updated_at=now,
+        )
         .returning(
             m.c.id,
             m.c.data,
@@ -451,6 +474,9 @@ def _claim_statement(owner: str, limit: int, now: datetime, lease_until: datetim
             m.c.priority,
         )
     )
+
+
+_CLAIM = _build_claim()
 
 
 def _claimed(row: Row[Any]) -> Claimed:
@@ -521,38 +547,19 @@ def _finish_params(owner: str, result: Finish, now: datetime) -> dict[str, objec
     }
 
 
-_ATTEMPT_COLUMNS = (
-    ("message_id", Text()),
-    ("started_at", UTCDateTime()),
-    ("ended_at", UTCDateTime()),
-    ("outcome", Text()),
-    ("code", Integer()),
-    ("enhanced_code", Text()),
-    ("reply", Text()),
-    ("dispatcher", Text()),
-    ("recipients", JSONList()),
-)
-_ATTEMPT_INSERT = insert(attempts).from_select(
-    [name for name, _ in _ATTEMPT_COLUMNS],
-    select(*(bindparam(f"a_{name}", type_=type_) for name, type_ in _ATTEMPT_COLUMNS)).where(
-        exists().where(m.c.id == bindparam("a_message_id", type_=Text()))
-    ),
-)
-
-
 def _attempt_params(message_id: str, attempt: AttemptRecord) -> dict[str, object]:
     _aware(attempt.started_at, f"message {message_id!r}: attempt started_at")
     _aware(attempt.ended_at, f"message {message_id!r}: attempt ended_at")
     return {
-        "a_message_id": message_id,
-        "a_started_at": attempt.started_at,
-        "a_ended_at": attempt.ended_at,
-        "a_outcome": attempt.outcome,
-        "a_code": attempt.code,
-        "a_enhanced_code": attempt.enhanced_code,
-        "a_reply": attempt.reply,
-        "a_dispatcher": attempt.dispatcher,
-        "a_recipients": list(attempt.recipients),
+        "message_id": message_id,
+        "started_at": attempt.started_at,
+        "ended_at": attempt.ended_at,
+        "outcome": attempt.outcome,
+        "code": attempt.code,
+        "enhanced_code": attempt.enhanced_code,
+        "reply": attempt.reply,
+        "dispatcher": attempt.dispatcher,
+        "recipients": list(attempt.recipients),
     }
 
 
