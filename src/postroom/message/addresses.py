@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from postroom.errors import AddressError, HeaderError
 from postroom.message.headers import check_value, encoded_words, fold
 
-__all__ = ["Address", "address_header", "parse_address", "parse_addresses"]
+__all__ = ["CONTROL", "Address", "address_header", "parse_address", "parse_addresses"]
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
 _DOT_ATOM = re.compile(rf"[{_ATEXT}\u0080-\U0010ffff]+(?:\.[{_ATEXT}\u0080-\U0010ffff]+)*\Z")
@@ -27,6 +27,7 @@ _LITERAL = re.compile(r"\[[!-Z^-~]+\]\Z")
 _ATOM_PHRASE = re.compile(rf"[{_ATEXT}]+(?: [{_ATEXT}]+)*\Z")
 _QUOTABLE = re.compile(r"[ -~]{1,60}\Z")
 _SPECIALS = frozenset('"(),:;<>@[\\]')
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # never meaningful in a name; parsers mangle them
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ class Address:
             return [spec]
         if "=?" in name:  # would be decoded as an encoded-word by readers: encode it
             pieces = encoded_words(name, 10)
-        elif _ATOM_PHRASE.match(name):
+        elif _ATOM_PHRASE.match(name) and max(map(len, name.split(" "))) <= 70:
             words = name.split(" ")
             pieces = [words[0]] + [" " + word for word in words[1:]]
         elif _QUOTABLE.match(name) or (smtputf8 and name.isprintable() and len(name) <= 60):
@@ -127,6 +128,8 @@ def _split(text: str) -> tuple[str, str]:
 def _parse(text: str) -> Address:
     name, spec = _split(text.strip())
     check_value("the display name", name)
+    if CONTROL.search(name):
+        raise AddressError(f"{text!r}: the display name contains a control character")
     local, at, domain = spec.rpartition("@")
     if not at or not local:
         raise AddressError(f"{text!r} is not a valid email address (expected local@domain)")

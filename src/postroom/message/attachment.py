@@ -12,10 +12,10 @@ from postroom.message.headers import check_value
 
 __all__ = ["Attachment", "guess_content_type", "split_content_type"]
 
-_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,127}"  # RFC 6838 caps names at 127 characters
 _CONTENT_TYPE = re.compile(rf"({_TOKEN}/{_TOKEN})\s*(?:;(.*))?\Z", re.DOTALL)
 _PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*?)\s*(?:;|\Z)')
-_CONTENT_ID = re.compile(r"[!-;=?-~]+\Z")  # printable ASCII without spaces, "<" and ">"
+_CONTENT_ID = re.compile(r"[!-;=?-~]{1,900}\Z")  # printable ASCII, no spaces, "<" or ">"
 
 
 def guess_content_type(filename: str) -> str:
@@ -62,7 +62,8 @@ def check_content_id(value: str) -> str:
         bare = bare[1:-1]
     if not _CONTENT_ID.match(bare):
         raise HeaderError(
-            f"content_id {value!r} must be printable ASCII without spaces, '<' or '>'"
+            f"content_id {value!r} must be 1-900 printable ASCII characters without spaces, "
+            "'<' or '>'"
         )
     return bare
 
@@ -73,8 +74,9 @@ class Attachment:
 
     ``inline=True`` marks an image (or other part) shown inside the HTML body, which references
     it as ``cid:<content_id>``; an inline attachment always has a ``content_id``. Everything is
-    checked when the object is built: the file name is a non-empty string without CR/LF, the
-    content type is ``type/subtype`` (parameters allowed).
+    checked when the object is built: the file name is a non-empty string without CR/LF
+    (surrounding whitespace is removed), the content type is ``type/subtype`` (parameters
+    allowed).
     """
 
     filename: str
@@ -84,8 +86,9 @@ class Attachment:
     content_id: str | None = None
 
     def __post_init__(self) -> None:
-        self.filename = check_value("attachment filename", self.filename)
-        if not self.filename.strip():
+        # surrounding whitespace never survives a MIME parameter: drop it here, visibly
+        self.filename = check_value("attachment filename", self.filename).strip()
+        if not self.filename:
             raise MessageError("attachment filename is empty")
         content: object = self.content
         if isinstance(content, str):

@@ -390,10 +390,15 @@ class Email:
                     raise MessageError(
                         f"{field} is not valid Unicode text ({exc.reason})"
                     ) from None
+        content_ids: set[str] = set()
         for attachment in self._attachments:
             if not isinstance(attachment, Attachment):
                 raise MessageError(f"attachments must be Attachment objects, not {attachment!r}")
             attachment.__post_init__()  # its fields may have been changed since
+            if attachment.content_id is not None:
+                if attachment.content_id in content_ids:
+                    raise MessageError(f"content_id {attachment.content_id!r} is used twice")
+                content_ids.add(attachment.content_id)
 
     def _check_addresses(self) -> None:
         for field in ("from_", "sender"):

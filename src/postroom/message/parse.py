@@ -31,7 +31,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING
 
 from postroom.errors import MessageError, ParseError
-from postroom.message.addresses import Address, parse_address
+from postroom.message.addresses import CONTROL, Address, parse_address
 from postroom.message.attachment import Attachment, check_content_id, split_content_type
 
 if TYPE_CHECKING:
@@ -51,6 +51,11 @@ _TRACE_HEADERS = frozenset({
 })
 # fmt: on
 _MESSAGE_ID = re.compile(r"<[!-;=?-~]+>")
+# RFC 2047 section 6.2: whitespace between adjacent encoded-words is not part of the text. The
+# standard library keeps it inside display names, so it is removed before they are parsed.
+_ENCODED_WORD = r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?="
+_BETWEEN_WORDS = re.compile(rf"({_ENCODED_WORD})\s+(?={_ENCODED_WORD})")
+_NEWLINES = re.compile(r"\r?\n")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
 _UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
 
@@ -67,24 +72,29 @@ def _clean(value: str) -> str:
 def _header(message: Message, name: str) -> str:
     try:
         value = message.get(name)
-        return "" if value is None else _clean(str(value)).strip()
+        return "" if value is None else _clean(str(value))
     except Exception:  # a header broken beyond the parser's own repairs
         return ""
+
+
+def _address_pairs(raw: str) -> list[tuple[str, str]]:
+    """(display name, addr-spec) pairs of one raw address-list header value."""
+    value = _NEWLINES.sub("", _BETWEEN_WORDS.sub(r"\1", raw))
+    try:
+        header = policy.default.header_factory("to", value)  # the address-list grammar
+        return [(a.display_name, a.addr_spec) for a in getattr(header, "addresses", ())]
+    except Exception:  # the parser's own objects can fail on very broken input
+        return getaddresses([value])
 
 
 def _address_strings(message: Message, name: str) -> list[str]:
     """Every address of every ``name`` header that parses, as ``Name <addr>`` strings."""
     found: list[str] = []
-    for header in message.get_all(name) or []:
-        parsed = getattr(header, "addresses", None)  # Disposition-Notification-To has none
-        try:
-            pairs = [(a.display_name, a.addr_spec) for a in parsed or ()]
-        except Exception:  # the parser's own objects can fail on very broken input
-            parsed = None
-        if parsed is None:
-            pairs = getaddresses([str(header)])
-        for display, spec in pairs:
-            spec, display = _clean(spec), _clean(display).strip()
+    for key, raw in message.raw_items():
+        if key.lower() != name.lower():
+            continue
+        for display, spec in _address_pairs(str(raw)):
+            spec, display = _clean(spec), CONTROL.sub(" ", _clean(display)).strip()
             try:
                 bare = parse_address(spec)
             except MessageError:
@@ -146,7 +156,8 @@ class _Walker:
     def leaf(self, part: Message, in_related: bool) -> None:
         content_type = part.get_content_type()
         disposition = part.get_content_disposition()
-        filename = _clean(part.get_filename() or "").strip()
+        filename = _clean(part.get_filename() or "")
+        filename = filename if filename.strip() else ""
         if content_type.startswith("multipart/"):  # no boundary: read it as plain text
             content_type = "text/plain"
         is_body = disposition != "attachment" and not filename

@@ -41,6 +41,12 @@ def structure(part: EmailMessage) -> object:
     return part.get_content_type()
 
 
+@pytest.fixture(scope="session")
+def check_wire() -> Callable[[bytes], None]:
+    """The wire rules alone (session-scoped, so property tests can use it)."""
+    return wire_rules
+
+
 @pytest.fixture
 def corpus() -> Path:
     return CORPUS

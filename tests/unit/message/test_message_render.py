@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from postroom.errors import MessageError
 from postroom.message import Email
 
 Parse = Callable[..., EmailMessage]
@@ -366,3 +367,35 @@ def test_eight_bit_forwarded_message_is_sent_as_octet_stream(parse_independently
     part = list(parse_independently(email.to_bytes()).iter_parts())[1]
     assert part.get_content_type() == "application/octet-stream"
     assert part.get_payload(decode=True) == inner
+
+
+def test_very_long_names_and_values_stay_within_the_line_limit(parse_independently: Parse) -> None:
+    ascii_name = "a" * 2000
+    unicode_name = "名" * 700
+    email = Email(
+        from_=f"{ascii_name} <a@example.com>",
+        to=[f"{unicode_name} <b@example.com>", f'"{"x, " * 300}" <c@example.com>'],
+        subject="word " * 400 + "ü" * 500,
+        headers={"X-Long": "y" * 5000, "X-Words": "z " * 2000},
+        text="x",
+    )
+    email.attach(b"x", "名" * 300 + ".txt", content_id="c" * 900)
+    raw = email.to_bytes()
+    message = parse_independently(raw)  # asserts every line <= 998 octets
+    # the standard library keeps the space between adjacent encoded-words in a display name,
+    # against RFC 2047 section 6.2; postroom's parser drops it
+    assert message["From"].addresses[0].display_name.replace(" ", "") == ascii_name
+    parsed = Email.from_bytes(raw)
+    assert parsed.from_ == f"{ascii_name} <a@example.com>"
+    assert parsed.to[0] == f"{unicode_name} <b@example.com>"
+    assert parsed.subject == email.subject
+    assert message["X-Long"] == "y" * 5000
+    assert list(message.iter_parts())[1].get_filename() == "名" * 300 + ".txt"
+
+
+def test_duplicate_content_ids_are_refused() -> None:
+    email = simple(html="<img src='cid:x'>")
+    email.attach(PNG, "a.png", inline=True, content_id="x")
+    email.attach(PNG, "b.png", inline=True, content_id="x")
+    with pytest.raises(MessageError, match="used twice"):
+        email.to_bytes()
