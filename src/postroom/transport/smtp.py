@@ -1,0 +1,598 @@
+"""SMTP delivery over a bounded pool of reused :mod:`smtplib` connections.
+
+One :meth:`SmtpTransport.deliver` call borrows a connection (opening one when none is idle), runs
+one transaction per chunk of at most 100 recipients, and returns the connection for the next
+call. Everything the server says ends up in the :class:`~postroom.transport.base.DeliveryResult`;
+only bad arguments raise.
+
+Life of a pooled connection::
+
+    connect --> greeting --> EHLO --> [STARTTLS --> EHLO] --> [AUTH] --> ready
+    ready --MAIL/RCPT/DATA/dot, success--> ready
+    ready --transaction failed, reply received--> RSET --> ready    (RSET failing: closed)
+    ready --421, dropped connection, timeout, malformed reply--> closed
+    ready --idle longer than idle_timeout_s--> QUIT, closed          (checked when borrowing)
+
+Outcome rules beyond :mod:`postroom.transport.base`, decided here:
+
+* **Session setup is never the message's fault.** A refused connection, a DNS failure, a
+  non-220 greeting, a refused EHLO or STARTTLS, an untrusted certificate, a missing STARTTLS
+  offer when TLS is required, and an AUTH failure (e.g. 535) all report ``TEMPORARY``, with the
+  server's reply code and text when there was one (code 0 otherwise) and a text that names
+  the step. A permanent verdict would fail every queued message at once because of a
+  configuration mistake; as temporary failures they wait, bounded by ``max-fails``/``max-time``.
+* **Stale connections are invisible.** When MAIL FROM on a connection that already carried a
+  transaction meets a closed connection or a 421, nothing of that transaction has reached the
+  server: the connection is replaced and the transaction runs again, once per delivery.
+* **Chunks.** More than 100 recipients are sent as several transactions with the same message.
+  The result is ``SENT`` if any chunk was sent, else the outcome most worth retrying
+  (``MAYBE_DELIVERED``, then ``TEMPORARY``, then ``PERMANENT``). Recipients whose chunk ended
+  differently from that overall outcome appear in ``refused`` with the reply that ended their
+  chunk, so a retry reaches exactly them. After a lost connection the remaining chunks are not
+  attempted (code 0, "not attempted").
+* Line endings of the message are normalised to CRLF and leading dots are doubled.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal, get_args
+
+from postroom.errors import AddressError, ConfigError
+from postroom.transport.base import DeliveryResult, Outcome, Reply, Transport
+from postroom.transport.pool import ConnectionPool, Lease
+
+if TYPE_CHECKING:
+    from postroom.config import SmtpConfig
+
+__all__ = ["MAX_RECIPIENTS_PER_TRANSACTION", "SmtpTransport", "TlsMode"]
+
+TlsMode = Literal["auto", "starttls", "implicit", "none"]
+
+MAX_RECIPIENTS_PER_TRANSACTION = 100
+"""RFC 5321 4.5.3.1.8: servers must accept at least 100 recipients per transaction."""
+
+_IMPLICIT_TLS_PORT = 465
+_QUIT_TIMEOUT_S = 2.0
+_EOL = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+# What a broken connection looks like in smtplib: its own exceptions (a closed connection, a
+# reply line that is too long) and the socket's (reset, broken pipe, timeout, TLS errors).
+_LOST = (smtplib.SMTPException, OSError)
+
+
+class _SetupError(Exception):
+    """Raised while opening a connection; carries the reply to report."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+@dataclass(slots=True)
+class _Connection:
+    client: smtplib.SMTP
+    transactions: int = 0
+
+
+@dataclass(slots=True)
+class _Txn:
+    """How one transaction (one chunk of recipients) ended."""
+
+    outcome: Outcome
+    reply: Reply
+    recipients: tuple[str, ...]
+    accepted: tuple[str, ...] = ()
+    refused: dict[str, Reply] = field(default_factory=dict)
+    keep: bool = True  # the connection is clean and may be reused
+    stale: bool = False  # MAIL FROM met a closed connection: nothing was sent
+
+
+class SmtpTransport(Transport):
+    """Deliver through one SMTP server over at most ``connections`` pooled connections.
+
+    ``tls``: ``"implicit"`` (TLS from the first byte), ``"starttls"`` (required; a server that
+    does not offer it gets nothing), ``"none"`` (plain text, even the password), or ``"auto"``:
+    implicit on port 465, else STARTTLS when offered; when it is not offered the session stays
+    plain, except that a configured password is never sent in clear (``TEMPORARY`` instead).
+    Certificates and host names are verified unless ``verify=False``; ``ssl_context`` replaces
+    the default context entirely.
+
+    Timeouts: ``connect_timeout_s`` covers the TCP connection, the implicit TLS handshake and
+    the greeting; ``command_timeout_s`` each later command; ``data_timeout_s`` the wait for the
+    reply after the final dot. ``helo`` is the EHLO name (default: this host's FQDN).
+    ``identity`` is the SASL PLAIN authorization identity, ``auth_host`` the only host name the
+    credentials may be sent to (empty: ``host``).
+
+    >>> transport = SmtpTransport("smtp.example.com", 587, username="me", password="secret")
+    >>> result = transport.deliver("me@example.com", ["you@example.org"], raw_message)
+    >>> transport.close()
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: TlsMode = "auto",
+        verify: bool = True,
+        username: str = "",
+        password: str = "",
+        identity: str = "",
+        auth_host: str = "",
+        connections: int = 4,
+        connect_timeout_s: float = 30.0,
+        command_timeout_s: float = 300.0,
+        data_timeout_s: float = 600.0,
+        idle_timeout_s: float = 60.0,
+        helo: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        _check_settings(host, port, tls, username, password, auth_host, connections)
+        for key, value in (
+            ("connect-timeout", connect_timeout_s),
+            ("command-timeout", command_timeout_s),
+            ("data-timeout", data_timeout_s),
+            ("idle-timeout", idle_timeout_s),
+        ):
+            if not value > 0:
+                raise ConfigError(f"email.server.smtp.{key}", f"must be positive, got {value}")
+        self.host, self.port, self.tls = host, port, tls
+        self._implicit = tls == "implicit" or (tls == "auto" and port == _IMPLICIT_TLS_PORT)
+        self._username, self._password, self._identity = username, password, identity
+        self._connect_timeout_s = connect_timeout_s
+        self._command_timeout_s = command_timeout_s
+        self._data_timeout_s = data_timeout_s
+        self._helo = helo
+        self._ssl_context = ssl_context or _default_context(verify)
+        self._pool: ConnectionPool[_Connection] = ConnectionPool(
+            connections, idle_timeout_s, self._close_connection
+        )
+
+    @classmethod
+    def from_config(cls, smtp: SmtpConfig) -> SmtpTransport:
+        """Build a transport from the ``email.server.smtp`` configuration section."""
+        return cls(
+            smtp.host,
+            smtp.port,
+            tls=smtp.tls,
+            verify=smtp.verify,
+            username=smtp.auth.username,
+            password=smtp.auth.password.reveal(),
+            identity=smtp.auth.identity,
+            auth_host=smtp.auth.host,
+            connections=smtp.connections,
+            connect_timeout_s=smtp.connect_timeout.total_seconds(),
+            command_timeout_s=smtp.command_timeout.total_seconds(),
+            data_timeout_s=smtp.data_timeout.total_seconds(),
+            idle_timeout_s=smtp.idle_timeout.total_seconds(),
+            helo=smtp.helo,
+        )
+
+    def __repr__(self) -> str:
+        user = f", username={self._username!r}" if self._username else ""
+        return f"SmtpTransport({self.host!r}, {self.port}, tls={self.tls!r}{user})"
+
+    def deliver(self, mail_from: str, recipients: Sequence[str], message: bytes) -> DeliveryResult:
+        """Send ``message`` to ``recipients``; blocks while all connections are busy.
+
+        ``duration_s`` counts from the moment a connection slot is free (connecting included).
+        Raises :class:`~postroom.errors.AddressError` for an address that cannot go into an
+        SMTP command and ``ValueError`` for an empty recipient list.
+        """
+        rcpts = _checked_recipients(mail_from, recipients)
+        payload = _data_payload(message)
+        lease = self._pool.acquire()
+        started = time.monotonic()
+        try:
+            txns = self._run(lease, mail_from, rcpts, payload)
+        except BaseException:
+            lease.reusable = False  # interrupted mid-conversation: the state is unknown
+            raise
+        finally:
+            self._pool.release(lease)
+        return replace(_merge(txns), duration_s=time.monotonic() - started)
+
+    def close(self) -> None:
+        """QUIT every idle connection now and every busy one when its delivery ends.
+
+        The transport stays usable: a later :meth:`deliver` opens new connections.
+        """
+        self._pool.close()
+
+    # -- one delivery ---------------------------------------------------------------------------
+
+    def _run(
+        self, lease: Lease[_Connection], mail_from: str, rcpts: tuple[str, ...], payload: bytes
+    ) -> list[_Txn]:
+        chunks = [
+            rcpts[i : i + MAX_RECIPIENTS_PER_TRANSACTION]
+            for i in range(0, len(rcpts), MAX_RECIPIENTS_PER_TRANSACTION)
+        ]
+        txns: list[_Txn] = []
+        stale_retried = False
+        while len(txns) < len(chunks):
+            chunk = chunks[len(txns)]
+            if lease.conn is None:
+                try:
+                    lease.conn = self._open()
+                except _SetupError as exc:
+                    txns.extend(_Txn(Outcome.TEMPORARY, exc.reply, c) for c in chunks[len(txns) :])
+                    break
+            conn = lease.conn
+            txn = self._transaction(conn.client, mail_from, chunk, payload)
+            if txn.stale and conn.transactions > 0 and not stale_retried:
+                stale_retried = True
+                self._discard(lease)
+                continue
+            txns.append(txn)
+            conn.transactions += 1
+            if not txn.keep:
+                self._discard(lease)
+                gone = Reply(0, f"not attempted: the connection was lost earlier ({txn.reply})")
+                txns.extend(_Txn(Outcome.TEMPORARY, gone, c) for c in chunks[len(txns) :])
+        return txns
+
+    def _discard(self, lease: Lease[_Connection]) -> None:
+        """Drop a connection in an unknown state: no QUIT, it could only wait for a late reply."""
+        if lease.conn is not None:
+            lease.conn.client.close()
+            lease.conn = None
+
+    def _transaction(
+        self, client: smtplib.SMTP, mail_from: str, rcpts: tuple[str, ...], payload: bytes
+    ) -> _Txn:
+        """MAIL, RCPT for each recipient, DATA, the message, and the reply to the final dot."""
+        try:
+            code, text = client.mail(mail_from)
+        except _LOST as exc:
+            return self._lost(rcpts, exc, "at MAIL FROM", {}, stale=not _timed_out(exc))
+        if code == 421:
+            return _Txn(Outcome.TEMPORARY, _reply(code, text), rcpts, keep=False, stale=True)
+        if not 200 <= code < 300:
+            return self._refused_step(client, rcpts, code, text, {}, "MAIL FROM")
+        refused: dict[str, Reply] = {}
+        accepted: list[str] = []
+        for rcpt in rcpts:
+            try:
+                code, text = client.rcpt(rcpt)
+            except _LOST as exc:
+                return self._lost(rcpts, exc, f"at RCPT TO <{rcpt}>", refused)
+            if code == 421:
+                return _Txn(
+                    Outcome.TEMPORARY, _reply(code, text), rcpts, refused=refused, keep=False
+                )
+            if 200 <= code < 300:
+                accepted.append(rcpt)
+            else:
+                refused[rcpt] = _reply(code, text)
+        if not accepted:
+            return self._all_refused(client, rcpts, refused)
+        return self._data(client, rcpts, tuple(accepted), refused, payload)
+
+    def _data(
+        self,
+        client: smtplib.SMTP,
+        rcpts: tuple[str, ...],
+        accepted: tuple[str, ...],
+        refused: dict[str, Reply],
+        payload: bytes,
+    ) -> _Txn:
+        try:
+            code, text = client.docmd("DATA")
+        except _LOST as exc:
+            return self._lost(rcpts, exc, "at DATA", refused)
+        if code != 354:
+            return self._refused_step(client, rcpts, code, text, refused, "DATA")
+        try:
+            client.send(payload)
+        except _LOST as exc:
+            return self._lost(rcpts, exc, "while sending the message", refused)
+        try:
+            _set_timeout(client, self._data_timeout_s)
+            code, text = client.getreply()
+            _set_timeout(client, self._command_timeout_s)
+        except _LOST as exc:
+            why = _explain(exc, "waiting for the reply to the final dot", self._data_timeout_s)
+            reply = Reply(0, f"{why}; the server may have the message")
+            return _Txn(Outcome.MAYBE_DELIVERED, reply, rcpts, refused=refused, keep=False)
+        reply = _reply(code, text)
+        if reply.is_success:
+            return _Txn(Outcome.SENT, reply, rcpts, accepted=accepted, refused=refused)
+        # After the final dot the transaction is over whatever the reply: no RSET needed.
+        if reply.is_permanent:
+            return _Txn(Outcome.PERMANENT, reply, rcpts, refused=refused)
+        keep = reply.is_temporary and reply.code not in (0, 421)
+        return _Txn(Outcome.TEMPORARY, reply, rcpts, refused=refused, keep=keep)
+
+    def _refused_step(
+        self,
+        client: smtplib.SMTP,
+        rcpts: tuple[str, ...],
+        code: int,
+        text: bytes,
+        refused: dict[str, Reply],
+        step: str,
+    ) -> _Txn:
+        """MAIL FROM or DATA answered with something other than success."""
+        reply = _reply(code, text)
+        if reply.is_permanent:
+            return _Txn(Outcome.PERMANENT, reply, rcpts, refused=refused, keep=_rset(client))
+        if reply.is_temporary and reply.code not in (0, 421):
+            return _Txn(Outcome.TEMPORARY, reply, rcpts, refused=refused, keep=_rset(client))
+        if reply.code not in (0, 421):  # 1yz, 2yz or 3yz where they make no sense
+            reply = Reply(reply.code, f"unexpected reply to {step}: {reply.text}", reply.enhanced)
+        elif reply.code == 0:
+            reply = Reply(0, f"malformed reply to {step}: {reply.text}")
+        return _Txn(Outcome.TEMPORARY, reply, rcpts, refused=refused, keep=False)
+
+    def _all_refused(
+        self, client: smtplib.SMTP, rcpts: tuple[str, ...], refused: dict[str, Reply]
+    ) -> _Txn:
+        temporary = [reply for reply in refused.values() if not reply.is_permanent]
+        if temporary:
+            return _Txn(Outcome.TEMPORARY, temporary[0], rcpts, refused=refused, keep=_rset(client))
+        first = next(iter(refused.values()))
+        return _Txn(Outcome.PERMANENT, first, rcpts, refused=refused, keep=_rset(client))
+
+    def _lost(
+        self,
+        rcpts: tuple[str, ...],
+        exc: BaseException,
+        where: str,
+        refused: dict[str, Reply],
+        *,
+        stale: bool = False,
+    ) -> _Txn:
+        reply = Reply(0, _explain(exc, where, self._command_timeout_s))
+        return _Txn(Outcome.TEMPORARY, reply, rcpts, refused=refused, keep=False, stale=stale)
+
+    # -- opening and closing connections --------------------------------------------------------
+
+    def _open(self) -> _Connection:
+        """Connect, greet, secure and log in; raises :class:`_SetupError` with what went wrong."""
+        where = f"{self.host}:{self.port}"
+        try:
+            client = self._connect()
+        except smtplib.SMTPConnectError as exc:
+            raise _SetupError(_reply(exc.smtp_code, exc.smtp_error, f"{where} greeting")) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise _SetupError(Reply(0, f"TLS certificate of {where} not trusted: {exc}")) from exc
+        except _LOST as exc:
+            why = f"timed out after {self._connect_timeout_s:g} s" if _timed_out(exc) else exc
+            raise _SetupError(Reply(0, f"cannot connect to {where}: {why}")) from exc
+        step = "EHLO"
+        try:
+            self._hello(client)
+            if not self._implicit and self.tls != "none":
+                step = "STARTTLS"
+                self._starttls(client)
+            if self._username:
+                step = "AUTH"
+                self._login(client)
+        except _SetupError:
+            self._close_client(client)
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            client.close()
+            raise _SetupError(Reply(0, f"TLS certificate of {where} not trusted: {exc}")) from exc
+        except _LOST as exc:
+            client.close()
+            why = _explain(exc, f"during {step}", self._command_timeout_s)
+            raise _SetupError(Reply(0, f"{where}: {why}")) from exc
+        return _Connection(client)
+
+    def _connect(self) -> smtplib.SMTP:
+        helo = self._helo_name()
+        client: smtplib.SMTP
+        if self._implicit:
+            client = smtplib.SMTP_SSL(
+                self.host,
+                self.port,
+                local_hostname=helo,
+                timeout=self._connect_timeout_s,
+                context=self._ssl_context,
+            )
+        else:
+            client = smtplib.SMTP(
+                self.host, self.port, local_hostname=helo, timeout=self._connect_timeout_s
+            )
+        _set_timeout(client, self._command_timeout_s)
+        return client
+
+    def _helo_name(self) -> str:
+        if self._helo is None:
+            self._helo = socket.getfqdn()
+        return self._helo
+
+    def _hello(self, client: smtplib.SMTP) -> None:
+        code, text = client.ehlo()
+        if not 200 <= code < 300:
+            code, text = client.helo()
+            if not 200 <= code < 300:
+                raise _SetupError(_reply(code, text, "EHLO/HELO refused"))
+
+    def _starttls(self, client: smtplib.SMTP) -> None:
+        if not client.has_extn("starttls"):
+            if self.tls == "starttls":
+                raise _SetupError(
+                    Reply(0, "the server does not offer STARTTLS, which tls: starttls requires")
+                )
+            if self._username:
+                raise _SetupError(
+                    Reply(
+                        0,
+                        "the server does not offer STARTTLS; refusing to send the password "
+                        "in clear (set tls: none to allow it)",
+                    )
+                )
+            return
+        code, text = client.starttls(context=self._ssl_context)
+        if code != 220:
+            raise _SetupError(_reply(code, text, "STARTTLS refused"))
+        self._hello(client)
+
+    def _login(self, client: smtplib.SMTP) -> None:
+        if not client.has_extn("auth"):
+            raise _SetupError(Reply(0, "the server does not offer AUTH, but a username is set"))
+        mechanisms = client.esmtp_features.get("auth", "").upper().split()
+        if "PLAIN" in mechanisms:
+            secret = f"{self._identity}\0{self._username}\0{self._password}".encode()
+            code, text = client.docmd("AUTH", "PLAIN " + base64.b64encode(secret).decode())
+            if code not in (235, 503):
+                raise _SetupError(_reply(code, text, "authentication failed"))
+            return
+        if self._identity:
+            raise _SetupError(
+                Reply(0, "an auth identity needs AUTH PLAIN, which the server does not offer")
+            )
+        try:
+            client.login(self._username, self._password)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise _SetupError(
+                _reply(exc.smtp_code, exc.smtp_error, "authentication failed")
+            ) from exc
+        except UnicodeEncodeError as exc:
+            raise _SetupError(Reply(0, "authentication failed: AUTH LOGIN needs ASCII")) from exc
+        except smtplib.SMTPServerDisconnected:
+            raise
+        except smtplib.SMTPException as exc:  # no mechanism in common
+            raise _SetupError(Reply(0, f"authentication failed: {exc}")) from exc
+
+    def _close_connection(self, conn: _Connection) -> None:
+        self._close_client(conn.client)
+
+    def _close_client(self, client: smtplib.SMTP) -> None:
+        """QUIT briefly and close; for connections in a clean state only."""
+        try:
+            _set_timeout(client, min(_QUIT_TIMEOUT_S, self._command_timeout_s))
+            if client.sock is not None:
+                client.quit()
+        except _LOST:
+            pass
+        finally:
+            client.close()
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _check_settings(
+    host: str,
+    port: int,
+    tls: str,
+    username: str,
+    password: str,
+    auth_host: str,
+    connections: int,
+) -> None:
+    key = "email.server.smtp"
+    if not host:
+        raise ConfigError(f"{key}.host", "must not be empty")
+    if not 0 < port < 65536:
+        raise ConfigError(f"{key}.port", f"must be between 1 and 65535, got {port}")
+    if tls not in get_args(TlsMode):
+        modes = ", ".join(get_args(TlsMode))
+        raise ConfigError(f"{key}.tls", f"{tls!r} is not one of {modes}")
+    if connections < 1:
+        raise ConfigError(f"{key}.connections", f"must be at least 1, got {connections}")
+    if password and not username:
+        raise ConfigError(f"{key}.auth.username", "a password is set but the username is empty")
+    if auth_host and auth_host.lower().rstrip(".") != host.lower().rstrip("."):
+        raise ConfigError(
+            f"{key}.auth.host",
+            f"credentials are only for {auth_host!r}, but the server is {host!r}",
+        )
+
+
+def _default_context(verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _checked_recipients(mail_from: str, recipients: Sequence[str]) -> tuple[str, ...]:
+    """The recipients without duplicates, in order; refuses what cannot go into a command."""
+    if isinstance(recipients, str):
+        raise TypeError("recipients must be a sequence of addresses, not one string")
+    for address in (mail_from, *recipients):
+        if any(ch in address for ch in "\r\n\0<>"):
+            raise AddressError(f"address {address!r} cannot be used in an SMTP command")
+        if not address.isascii():
+            raise AddressError(f"address {address!r} is not ASCII and SMTPUTF8 is not used")
+    rcpts = tuple(dict.fromkeys(recipients))
+    if not rcpts or not all(rcpts):
+        raise ValueError("deliver() needs at least one recipient, and no empty ones")
+    return rcpts
+
+
+def _data_payload(message: bytes) -> bytes:
+    """The DATA section: CRLF line endings, leading dots doubled, ending in CRLF . CRLF."""
+    body = _LEADING_DOT.sub(b"..", _EOL.sub(b"\r\n", message))
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
+
+
+def _reply(code: int, text: bytes | str, context: str = "") -> Reply:
+    """A reply from smtplib's ``(code, text)``; smtplib's -1 ("unreadable") becomes 0."""
+    reply = Reply.parse(code if 100 <= code <= 599 else 0, text)
+    if context:
+        text = f"{context}: {reply.text}" if reply.text else context
+        reply = Reply(reply.code, text, reply.enhanced)
+    return reply
+
+
+def _rset(client: smtplib.SMTP) -> bool:
+    """Reset a failed transaction; ``True`` when the connection can carry the next one."""
+    try:
+        code, _ = client.rset()
+    except _LOST:
+        return False
+    return code == 250
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
+
+
+def _explain(exc: BaseException, where: str, timeout_s: float) -> str:
+    if _timed_out(exc):
+        return f"timed out after {timeout_s:g} s {where}"
+    cause = exc.__context__ if isinstance(exc, smtplib.SMTPServerDisconnected) else None
+    detail = str(exc) or type(exc).__name__
+    if cause is not None and str(cause) not in detail:
+        detail = f"{detail} ({cause})"
+    return f"connection lost {where}: {detail}"
+
+
+def _set_timeout(client: smtplib.SMTP, timeout_s: float) -> None:
+    if client.sock is not None:
+        client.sock.settimeout(timeout_s)
+
+
+_RETRY_RANK = {Outcome.MAYBE_DELIVERED: 0, Outcome.TEMPORARY: 1, Outcome.PERMANENT: 2}
+
+
+def _merge(txns: Sequence[_Txn]) -> DeliveryResult:
+    """One result from the transactions of one delivery; see the module docstring."""
+    sent = [t for t in txns if t.outcome is Outcome.SENT]
+    decisive = sent[0] if sent else min(txns, key=lambda t: _RETRY_RANK[t.outcome])
+    accepted = tuple(rcpt for t in sent for rcpt in t.accepted)
+    refused: dict[str, Reply] = {}
+    for t in txns:
+        refused.update(t.refused)
+    done = set(accepted) | set(refused)
+    for t in txns:
+        if t.outcome is not decisive.outcome:
+            refused.update((rcpt, t.reply) for rcpt in t.recipients if rcpt not in done)
+    return DeliveryResult(decisive.outcome, decisive.reply, accepted, refused)

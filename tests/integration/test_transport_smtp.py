@@ -1,0 +1,668 @@
+"""SmtpTransport against real aiosmtpd servers: every outcome rule, pooling, TLS and AUTH."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.smtp_servers import DROP, SmtpServer, make_self_signed_cert, server_tls_context
+
+from postroom.errors import AddressError, ConfigError
+from postroom.transport.base import DeliveryResult, Outcome, Reply
+from postroom.transport.smtp import SmtpTransport
+
+SENDER = "sender@example.com"
+ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.org"
+
+MakeTransport = Callable[..., SmtpTransport]
+
+
+def message(message_id: str = "<m1@example.com>", body: str = "Hello.") -> bytes:
+    return (
+        f"From: {SENDER}\r\nTo: {ALICE}\r\nSubject: test\r\nMessage-ID: {message_id}\r\n"
+        f"\r\n{body}\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def server() -> Iterator[SmtpServer]:
+    with SmtpServer() as running:
+        yield running
+
+
+@pytest.fixture
+def make_transport() -> Iterator[MakeTransport]:
+    """Build transports (plain text by default) that are closed after the test."""
+    made: list[SmtpTransport] = []
+
+    def make(port: int, **kwargs: Any) -> SmtpTransport:
+        kwargs.setdefault("tls", "none")
+        kwargs.setdefault("helo", "client.test")
+        transport = SmtpTransport("127.0.0.1", port, **kwargs)
+        made.append(transport)
+        return transport
+
+    yield make
+    for transport in made:
+        transport.close()
+
+
+@pytest.fixture
+def transport(server: SmtpServer, make_transport: MakeTransport) -> SmtpTransport:
+    return make_transport(server.port, command_timeout_s=5, data_timeout_s=5)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+# -- success and per-recipient results ---------------------------------------------------------
+
+
+def test_sent_to_every_recipient(server: SmtpServer, transport: SmtpTransport) -> None:
+    result = transport.deliver(SENDER, [ALICE, BOB], message())
+
+    assert result.outcome is Outcome.SENT
+    assert result.reply == Reply(250, "OK", "2.0.0")
+    assert result.accepted == (ALICE, BOB)
+    assert result.refused == {}
+    assert result.duration_s > 0
+    [received] = server.messages
+    assert (received.mail_from, received.rcpt_tos) == (SENDER, (ALICE, BOB))
+    assert received.content == message()
+
+
+def test_message_is_dot_stuffed_and_line_endings_normalised(
+    server: SmtpServer, transport: SmtpTransport
+) -> None:
+    raw = b"Subject: dots\n\n.starts with a dot\r\n..two dots\n.\nlast line without newline"
+    assert transport.deliver(SENDER, [ALICE], raw).outcome is Outcome.SENT
+
+    expected = (
+        b"Subject: dots\r\n\r\n.starts with a dot\r\n..two dots\r\n.\r\n"
+        b"last line without newline\r\n"
+    )
+    assert server.messages[0].content == expected
+
+
+def test_duplicate_recipients_are_sent_once(server: SmtpServer, transport: SmtpTransport) -> None:
+    result = transport.deliver(SENDER, [ALICE, BOB, ALICE], message())
+    assert result.accepted == (ALICE, BOB)
+    assert server.messages[0].rcpt_tos == (ALICE, BOB)
+
+
+def test_refused_recipients_are_reported_one_by_one(
+    server: SmtpServer, transport: SmtpTransport
+) -> None:
+    server.on_rcpt(BOB, "550 5.1.1 no such user")
+    server.on_rcpt(CAROL, "452 4.2.2 mailbox full")
+
+    result = transport.deliver(SENDER, [ALICE, BOB, CAROL], message())
+
+    assert result.outcome is Outcome.SENT
+    assert result.accepted == (ALICE,)
+    assert result.refused == {
+        BOB: Reply(550, "no such user", "5.1.1"),
+        CAROL: Reply(452, "mailbox full", "4.2.2"),
+    }
+    assert server.messages[0].rcpt_tos == (ALICE,)
+
+
+def test_all_recipients_refused_permanently(server: SmtpServer, transport: SmtpTransport) -> None:
+    server.on_rcpt(None, "550 5.1.1 no such user", times=2)
+
+    result = transport.deliver(SENDER, [ALICE, BOB], message())
+
+    assert result.outcome is Outcome.PERMANENT
+    assert result.reply == Reply(550, "no such user", "5.1.1")
+    assert result.accepted == ()
+    assert set(result.refused) == {ALICE, BOB}
+    assert server.messages == []
+
+
+def test_all_recipients_refused_with_one_temporary_is_temporary(
+    server: SmtpServer, transport: SmtpTransport
+) -> None:
+    server.on_rcpt(ALICE, "550 5.1.1 no such user")
+    server.on_rcpt(BOB, "451 4.3.0 greylisted")
+
+    result = transport.deliver(SENDER, [ALICE, BOB], message())
+
+    assert result.outcome is Outcome.TEMPORARY
+    assert result.reply == Reply(451, "greylisted", "4.3.0")
+    assert result.refused[ALICE].is_permanent
+    assert result.refused[BOB].is_temporary
+
+
+# -- replies to MAIL, DATA and the final dot ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("step", "reply", "outcome"),
+    [
+        ("mail", "451 4.3.0 try again later", Outcome.TEMPORARY),
+        ("mail", "553 5.1.8 sender rejected", Outcome.PERMANENT),
+        ("data", "452 4.3.1 insufficient storage", Outcome.TEMPORARY),
+        ("data", "554 5.5.1 no valid recipients", Outcome.PERMANENT),
+        ("dot", "451 4.7.1 content scan failed", Outcome.TEMPORARY),
+        ("dot", "554 5.6.0 message rejected", Outcome.PERMANENT),
+    ],
+)
+def test_failure_replies_decide_the_outcome_and_keep_the_connection(
+    server: SmtpServer, transport: SmtpTransport, step: str, reply: str, outcome: Outcome
+) -> None:
+    getattr(server, f"on_{step}")(reply, times=1)
+
+    result = transport.deliver(SENDER, [ALICE], message("<first@example.com>"))
+
+    code, enhanced, text = reply.split(" ", 2)
+    assert result.outcome is outcome
+    assert result.reply == Reply(int(code), text, enhanced)
+    assert result.accepted == ()
+    # The connection was reset, not thrown away: the next message goes over it.
+    again = transport.deliver(SENDER, [ALICE], message("<second@example.com>"))
+    assert again.outcome is Outcome.SENT
+    assert server.connections_total == 1
+    assert server.count("<second@example.com>") == 1
+    assert server.count("<first@example.com>") == 0
+
+
+@pytest.mark.parametrize("step", ["rcpt", "data", "dot"])
+def test_421_is_temporary_and_discards_the_connection(
+    server: SmtpServer, transport: SmtpTransport, step: str
+) -> None:
+    if step == "rcpt":
+        server.on_rcpt(None, "421 4.3.2 shutting down", times=1)
+    else:
+        getattr(server, f"on_{step}")("421 4.3.2 shutting down", times=1)
+
+    result = transport.deliver(SENDER, [ALICE], message())
+
+    assert result.outcome is Outcome.TEMPORARY
+    assert result.reply == Reply(421, "shutting down", "4.3.2")
+    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert server.connections_total == 2
+
+
+def test_421_at_mail_on_a_fresh_connection_is_temporary(
+    server: SmtpServer, transport: SmtpTransport
+) -> None:
+    server.on_mail("421 4.3.2 too busy", times=1)
+    result = transport.deliver(SENDER, [ALICE], message())
+    assert result.outcome is Outcome.TEMPORARY
+    assert result.reply.code == 421
+
+
+# -- dropped connections and timeouts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", ["mail", "rcpt", "data"])
+def test_drop_before_the_final_dot_is_temporary(
+    server: SmtpServer, transport: SmtpTransport, step: str
+) -> None:
+    if step == "rcpt":
+        server.on_rcpt(None, DROP, times=1)
+    else:
+        getattr(server, f"on_{step}")(DROP, times=1)
+
+    result = transport.deliver(SENDER, [ALICE], message())
+
+    assert result.outcome is Outcome.TEMPORARY
+    assert result.reply.code == 0
+    assert "connection lost" in result.reply.text
+    assert step.upper() in result.reply.text.upper()
+    assert server.messages == []
+
+
+def test_drop_after_the_final_dot_is_maybe_delivered(
+    server: SmtpServer, transport: SmtpTransport
+) -> None:
+    server.on_dot(DROP, times=1)
+
+    result = transport.deliver(SENDER, [ALICE], message("<maybe@example.com>"))
+
+    assert result.outcome is Outcome.MAYBE_DELIVERED
+    assert result.reply.code == 0
+    assert "final dot" in result.reply.text
+    assert server.count("<maybe@example.com>", accepted_only=False) == 1
+
+
+def test_timeout_after_the_final_dot_is_maybe_delivered(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, command_timeout_s=0.5, data_timeout_s=0.5)
+    server.on_dot("250 2.0.0 OK at last", delay_s=2.0, times=1)
+
+    started = time.monotonic()
+    result = transport.deliver(SENDER, [ALICE], message("<slow@example.com>"))
+
+    assert result.outcome is Outcome.MAYBE_DELIVERED
+    assert "timed out after 0.5 s" in result.reply.text
+    assert time.monotonic() - started < 1.9
+    assert server.count("<slow@example.com>") == 1  # the server has it
+    # The timed-out connection is not reused: its late reply would answer the next command.
+    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert server.connections_total == 2
+
+
+def test_timeout_before_the_final_dot_is_temporary(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, command_timeout_s=0.5, data_timeout_s=5)
+    server.on_mail("250 OK", delay_s=2.0, times=1)
+
+    result = transport.deliver(SENDER, [ALICE], message())
+
+    assert result.outcome is Outcome.TEMPORARY
+    assert result.reply.code == 0
+    assert "timed out after 0.5 s at MAIL FROM" in result.reply.text
+
+
+def test_the_data_timeout_not_the_command_timeout_applies_after_the_dot(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, command_timeout_s=0.3, data_timeout_s=5)
+    server.on_dot("250 2.0.0 queued", delay_s=0.6, times=1)
+
+    result = transport.deliver(SENDER, [ALICE], message())
+
+    assert result.outcome is Outcome.SENT
+    assert result.reply.text == "queued"
+
+
+def test_connection_refused_is_temporary(make_transport: MakeTransport) -> None:
+    transport = make_transport(free_port(), connect_timeout_s=2)
+
+    result = transport.deliver(SENDER, [ALICE], message())
+
+    assert result.outcome is Outcome.TEMPORARY
+    assert result.reply.code == 0
+    assert result.reply.text.startswith("cannot connect to 127.0.0.1:")
+    assert "refused" in result.reply.text.lower()
+
+
+def test_unknown_host_is_temporary() -> None:
+    transport = SmtpTransport("no-such-host.invalid", 25, tls="none", connect_timeout_s=5)
+    try:
+        result = transport.deliver(SENDER, [ALICE], message())
+    finally:
+        transport.close()
+    assert result.outcome is Outcome.TEMPORARY
+    assert result.reply.text.startswith("cannot connect to no-such-host.invalid:25")
+
+
+# -- chunks of 100 recipients ---------------------------------------------------------------------
+
+
+def test_250_recipients_go_in_three_transactions(
+    server: SmtpServer, transport: SmtpTransport
+) -> None:
+    recipients = [f"user{i}@example.com" for i in range(250)]
+
+    result = transport.deliver(SENDER, recipients, message())
+
+    assert result.outcome is Outcome.SENT
+    assert result.accepted == tuple(recipients)
+    assert [len(m.rcpt_tos) for m in server.messages] == [100, 100, 50]
+    assert [r for m in server.messages for r in m.rcpt_tos] == recipients
+    assert server.connections_total == 1
+
+
+def test_a_failed_chunk_lists_its_recipients_as_refused(
+    server: SmtpServer, transport: SmtpTransport
+) -> None:
+    recipients = [f"user{i}@example.com" for i in range(250)]
+    server.on_dot("451 4.3.0 queue full", times=1)  # the first chunk only
+
+    result = transport.deliver(SENDER, recipients, message())
+
+    assert result.outcome is Outcome.SENT
+    assert result.accepted == tuple(recipients[100:])
+    assert result.refused == {r: Reply(451, "queue full", "4.3.0") for r in recipients[:100]}
+
+
+def test_a_lost_connection_leaves_later_chunks_unattempted(
+    server: SmtpServer, transport: SmtpTransport
+) -> None:
+    recipients = [f"user{i}@example.com" for i in range(250)]
+    server.on_dot("250 2.0.0 OK", times=1)
+    server.on_dot(DROP, times=1)  # newest rule first: the first chunk's dot is dropped
+
+    result = transport.deliver(SENDER, recipients, message())
+
+    assert result.outcome is Outcome.MAYBE_DELIVERED
+    assert result.accepted == ()
+    assert len(server.messages) == 1  # chunks 2 and 3 were never sent
+    assert set(result.refused) == set(recipients[100:])
+    assert all(r.code == 0 and "not attempted" in r.text for r in result.refused.values())
+
+
+# -- connection reuse ----------------------------------------------------------------------------
+
+
+def test_a_connection_closed_by_the_server_while_idle_is_replaced_transparently(
+    make_transport: MakeTransport,
+) -> None:
+    with SmtpServer(idle_timeout_s=0.3) as server:
+        transport = make_transport(server.port)
+        assert transport.deliver(SENDER, [ALICE], message("<one@example.com>")).outcome is (
+            Outcome.SENT
+        )
+        wait_until(lambda: server.connections_open == 0)  # the server hung up
+
+        result = transport.deliver(SENDER, [ALICE], message("<two@example.com>"))
+
+        assert result.outcome is Outcome.SENT
+        assert server.count("<two@example.com>") == 1
+        assert server.connections_total == 2
+
+
+def test_421_at_mail_on_a_reused_connection_is_retried_once(
+    server: SmtpServer, transport: SmtpTransport
+) -> None:
+    transport.deliver(SENDER, [ALICE], message("<one@example.com>"))
+    server.on_mail("421 4.4.2 idle too long", times=1)
+
+    result = transport.deliver(SENDER, [ALICE], message("<two@example.com>"))
+
+    assert result.outcome is Outcome.SENT
+    assert server.count("<two@example.com>") == 1
+
+
+def test_a_stale_connection_is_retried_only_once(
+    server: SmtpServer, transport: SmtpTransport
+) -> None:
+    transport.deliver(SENDER, [ALICE], message())
+    server.on_mail(DROP, times=2)
+
+    result = transport.deliver(SENDER, [ALICE], message("<two@example.com>"))
+
+    assert result.outcome is Outcome.TEMPORARY
+    assert "connection lost at MAIL FROM" in result.reply.text
+    assert server.connections_total == 2
+
+
+def test_connections_idle_too_long_are_closed_when_borrowing(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, idle_timeout_s=0.1)
+    transport.deliver(SENDER, [ALICE], message())
+    time.sleep(0.2)
+
+    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+
+    assert server.connections_total == 2
+    wait_until(lambda: server.connections_open == 1)  # the old one said QUIT
+
+
+def test_never_more_connections_than_configured(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, connections=2)
+    server.on_dot("250 2.0.0 OK", delay_s=0.05)
+    results: list[DeliveryResult] = []
+    lock = threading.Lock()
+
+    def send(n: int) -> None:
+        result = transport.deliver(SENDER, [ALICE], message(f"<{n}@example.com>"))
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [r.outcome for r in results] == [Outcome.SENT] * 8
+    assert server.connections_peak == 2
+    assert server.connections_total == 2
+    assert len(server.accepted) == 8
+
+
+def test_close_quits_idle_connections_and_the_transport_stays_usable(
+    server: SmtpServer, transport: SmtpTransport
+) -> None:
+    transport.deliver(SENDER, [ALICE], message())
+    assert server.connections_open == 1
+
+    transport.close()
+
+    wait_until(lambda: server.connections_open == 0)
+    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert server.connections_total == 2
+
+
+# -- TLS -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    made = make_self_signed_cert(tmp_path_factory.mktemp("tls"))
+    if made is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    return made
+
+
+@pytest.fixture
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[SmtpServer]:
+    with SmtpServer(tls_context=server_tls_context(*certificate), users={"u": "pw"}) as running:
+        yield running
+
+
+def test_starttls_refuses_an_untrusted_certificate(
+    tls_server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(tls_server.port, tls="starttls")
+
+    result = transport.deliver(SENDER, [ALICE], message())
+
+    assert result.outcome is Outcome.TEMPORARY
+    assert result.reply.code == 0
+    assert "not trusted" in result.reply.text
+    assert tls_server.messages == []
+
+
+def test_starttls_without_verification_accepts_a_self_signed_certificate(
+    tls_server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(tls_server.port, tls="starttls", verify=False)
+
+    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert tls_server.messages[0].tls
+
+
+def test_starttls_verifies_against_a_given_context(
+    tls_server: SmtpServer, make_transport: MakeTransport, certificate: tuple[Path, Path]
+) -> None:
+    context = ssl.create_default_context(cafile=str(certificate[0]))
+    transport = make_transport(tls_server.port, tls="auto", ssl_context=context)
+
+    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert tls_server.messages[0].tls
+
+
+def test_auth_after_starttls(tls_server: SmtpServer, make_transport: MakeTransport) -> None:
+    transport = make_transport(
+        tls_server.port, tls="auto", verify=False, username="u", password="pw"
+    )
+
+    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    received = tls_server.messages[0]
+    assert (received.tls, received.login) == (True, "u")
+
+
+def test_starttls_required_but_not_offered(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, tls="starttls")
+
+    result = transport.deliver(SENDER, [ALICE], message())
+
+    assert result.outcome is Outcome.TEMPORARY
+    assert "does not offer STARTTLS" in result.reply.text
+    assert server.messages == []
+
+
+def test_auto_never_sends_a_password_in_clear(make_transport: MakeTransport) -> None:
+    with SmtpServer(users={"u": "pw"}, auth_require_tls=False) as server:
+        transport = make_transport(server.port, tls="auto", username="u", password="pw")
+
+        result = transport.deliver(SENDER, [ALICE], message())
+
+        assert result.outcome is Outcome.TEMPORARY
+        assert "refusing to send the password in clear" in result.reply.text
+        assert server.logins == []
+
+
+def test_auto_without_auth_falls_back_to_plain_text(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, tls="auto")
+    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert not server.messages[0].tls
+
+
+def test_implicit_tls(certificate: tuple[Path, Path], make_transport: MakeTransport) -> None:
+    with SmtpServer(implicit_tls_context=server_tls_context(*certificate)) as server:
+        refused = make_transport(server.port, tls="implicit").deliver(SENDER, [ALICE], message())
+        accepted = make_transport(server.port, tls="implicit", verify=False).deliver(
+            SENDER, [ALICE], message()
+        )
+
+        assert refused.outcome is Outcome.TEMPORARY
+        assert "not trusted" in refused.reply.text
+        assert accepted.outcome is Outcome.SENT
+        assert [m.tls for m in server.messages] == [True]
+
+
+# -- AUTH ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def auth_server() -> Iterator[SmtpServer]:
+    with SmtpServer(users={"jordan": "s3cret"}, auth_require_tls=False) as running:
+        yield running
+
+
+def test_auth_plain(auth_server: SmtpServer, make_transport: MakeTransport) -> None:
+    transport = make_transport(auth_server.port, username="jordan", password="s3cret")
+
+    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    [attempt] = auth_server.logins
+    assert (attempt.mechanism, attempt.login, attempt.success) == ("PLAIN", "jordan", True)
+    assert auth_server.messages[0].login == "jordan"
+
+
+def test_auth_plain_sends_the_identity(
+    auth_server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(
+        auth_server.port, username="jordan", password="s3cret", identity="boss"
+    )
+    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert auth_server.logins[0].identity == "boss"
+
+
+def test_auth_login(make_transport: MakeTransport) -> None:
+    with SmtpServer(
+        users={"jordan": "s3cret"}, auth_require_tls=False, auth_exclude=["PLAIN"]
+    ) as server:
+        transport = make_transport(server.port, username="jordan", password="s3cret")
+
+        assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+        assert [(a.mechanism, a.success) for a in server.logins] == [("LOGIN", True)]
+
+
+def test_auth_failure_is_temporary_with_the_reply(
+    auth_server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(auth_server.port, username="jordan", password="wrong")
+
+    result = transport.deliver(SENDER, [ALICE], message())
+
+    assert result.outcome is Outcome.TEMPORARY
+    assert result.reply.code == 535
+    assert result.reply.enhanced == "5.7.8"
+    assert result.reply.text.startswith("authentication failed")
+    assert auth_server.messages == []
+
+
+def test_auth_not_offered(server: SmtpServer, make_transport: MakeTransport) -> None:
+    transport = make_transport(server.port, username="jordan", password="s3cret")
+    result = transport.deliver(SENDER, [ALICE], message())
+    assert result.outcome is Outcome.TEMPORARY
+    assert "does not offer AUTH" in result.reply.text
+
+
+# -- configuration and bad input -------------------------------------------------------------------
+
+
+def test_from_config(auth_server: SmtpServer) -> None:
+    from postroom.config import AuthConfig, Secret, SmtpConfig
+
+    config = SmtpConfig(
+        host="127.0.0.1",
+        port=auth_server.port,
+        tls="none",
+        auth=AuthConfig(username="jordan", password=Secret("s3cret"), host="127.0.0.1"),
+        connections=1,
+        command_timeout=timedelta(seconds=5),
+        helo="client.test",
+    )
+    transport = SmtpTransport.from_config(config)
+    try:
+        assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    finally:
+        transport.close()
+    assert auth_server.logins[0].login == "jordan"
+    assert "s3cret" not in repr(transport)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"tls": "sometimes"}, "email.server.smtp.tls"),
+        ({"connections": 0}, "email.server.smtp.connections"),
+        ({"data_timeout_s": 0}, "email.server.smtp.data-timeout"),
+        ({"password": "pw"}, "email.server.smtp.auth.username"),
+        ({"username": "u", "password": "p", "auth_host": "other"}, "email.server.smtp.auth.host"),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_refused(kwargs: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        SmtpTransport("smtp.example.com", 587, **kwargs)
+    assert caught.value.key_path == key
+
+
+@pytest.mark.parametrize(
+    ("recipients", "error"),
+    [
+        ([], ValueError),
+        (["alice@example.com\r\nDATA"], AddressError),
+        (["<alice@example.com>"], AddressError),
+        (["jösé@example.com"], AddressError),
+        ("alice@example.com", TypeError),
+    ],
+)
+def test_bad_recipients_raise(
+    transport: SmtpTransport, recipients: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        transport.deliver(SENDER, recipients, message())
