@@ -196,7 +196,7 @@ def _param_parts(key: str, value: str) -> list[str]:
     if _QUOTABLE_PARAM.match(value):
         return [f' {key}="{value}"']
     encoded = "".join([_PCT_BYTE[b] for b in value.encode("utf-8")])
-    size = MAX_LINE - len(key) - 16  # room left on a line for `` key*NN*=utf-8''...;``
+    size = max(24, MAX_LINE - len(key) - 16)  # room on a line for `` key*NN*=utf-8''...;``
     if len(encoded) <= size:
         return [f" {key}*=utf-8''{encoded}"]
     segments: list[str] = []

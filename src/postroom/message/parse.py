@@ -26,7 +26,7 @@ from email import policy
 from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
-from email.utils import getaddresses
+from email.utils import collapse_rfc2231_value, getaddresses
 from io import BytesIO
 from typing import TYPE_CHECKING
 
@@ -213,10 +213,10 @@ def _decode_text(part: Message) -> str:
 def _content_type(part: Message) -> str:
     """The part's content type with its parameters, minus the file name and boundary."""
     params = []
-    for key, value in part.get_params(failobj=[])[1:]:
-        if key.lower() in ("name", "boundary") or not isinstance(value, str):
+    for key, raw in part.get_params(failobj=[])[1:]:
+        if key.lower() in ("name", "boundary"):
             continue
-        value = _clean(value)
+        value = _clean(collapse_rfc2231_value(raw))  # an RFC 2231 value comes as a tuple
         if not _TOKEN.match(value):
             value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         params.append(f"{key.lower()}={value}")

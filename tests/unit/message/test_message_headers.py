@@ -134,3 +134,11 @@ def test_long_rfc2231_values_are_split_without_breaking_escapes() -> None:
     assert all(not re.search(r"%.?$", value) for _, value in segments[:-1])
     message = BytesParser(policy=policy.default).parsebytes(line.encode("ascii") + b"\r\n")
     assert message.get_filename() == name
+
+
+def test_long_parameter_names_still_split_their_values() -> None:
+    key = "x" * 127
+    line = with_params("Content-Type", "text/plain", [(key, "é" * 100)])
+    assert all(len(part) <= 998 for part in line.split("\r\n"))
+    message = BytesParser(policy=policy.default).parsebytes(line.encode("ascii") + b"\r\n")
+    assert message.get_param(key) == "é" * 100

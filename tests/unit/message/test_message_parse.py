@@ -274,3 +274,15 @@ def test_parsed_email_rerenders_byte_for_byte() -> None:
     email.attach(b"%PDF", "Rechnung März.pdf")
     raw = email.to_bytes()
     assert Email.from_bytes(raw).to_bytes() == raw
+
+
+def test_rfc2231_content_type_parameters_are_decoded_and_rendered_again() -> None:
+    raw = (
+        b"From: a@example.com\nTo: b@example.com\nContent-Type: multipart/mixed; boundary=B\n\n"
+        b"--B\nContent-Type: text/plain\n\nx\n--B\nContent-Type: application/x-thing;"
+        b" title*=utf-8''%C3%A9t%C3%A9; name=a.bin\nContent-Disposition: attachment\n\nabc\n--B--\n"
+    )
+    (thing,) = Email.from_bytes(raw).attachments
+    assert (thing.filename, thing.content_type) == ("a.bin", 'application/x-thing; title="été"')
+    again = Email.from_bytes(Email.from_bytes(raw).to_bytes()).attachments[0]
+    assert again.content_type == thing.content_type
