@@ -303,6 +303,18 @@ def test_expired_lease_is_claimed_again_and_the_old_owner_is_fenced(store: Store
     assert store.get("m2").status == "sending"
 
 
+def test_late_finish_of_a_purged_message_is_ignored(store: Store) -> None:
+    store.insert_messages([new("m1"), new("m2")])
+    store.claim_due("A", 2, 30, at(0))
+    store.claim_due("B", 2, 30, at(31))
+    assert store.finish("B", [sent("m1", who="B")]) == 1
+    assert store.purge(datetime.now(UTC) + timedelta(days=1)) == 1
+    assert store.finish("A", [sent("m1", who="A"), sent("m2", who="A")]) == 0
+    with pytest.raises(NotFoundError):
+        store.get("m1")
+    assert [a.dispatcher for a in store.attempts("m2")] == ["A"]
+
+
 # -- outcomes ----------------------------------------------------------------------------------
 
 

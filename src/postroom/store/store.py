@@ -1,16 +1,17 @@
 """The dispatcher's database: idempotent ingest, lease-based claims, fenced outcomes.
 
-Life of one ``messages`` row::
+States of one ``messages`` row and the calls that move it::
 
-    insert ─▶ queued ──claim_due──▶ sending ──finish──▶ sent | failed | expired
-                │ ▲                  │   │
-                │ ├── finish(status=queued): try again at next_attempt_at
-                │ ├── release (graceful shutdown)
-                │ │                      └─ lease_until passed: claimed again by anyone
-                │ └── retry ◀── failed | expired
-                ├─ expire_overdue (expires_at reached) ──▶ expired
-                └─ cancel ──▶ cancelled
-    sent | failed | expired | cancelled, last updated before a cutoff ──purge──▶ deleted
+    (new) ──insert_messages──▶ queued              (or failed, when it cannot be sent at all)
+    queued ──claim_due──▶ sending                  (lease_owner and lease_until set)
+    queued ──expire_overdue──▶ expired             (expires_at reached before a claim)
+    queued ──cancel──▶ cancelled
+    sending ──finish──▶ sent | failed | expired    (lease cleared)
+    sending ──finish(status="queued")──▶ queued    (due again at next_attempt_at)
+    sending ──release──▶ queued                    (graceful shutdown; no failure counted)
+    sending ──lease_until passed, claim_due──▶ sending under a new owner
+    failed | expired ──retry──▶ queued
+    sent | failed | expired | cancelled ──purge (updated_at < cutoff)──▶ deleted
 
 A claim sets ``lease_owner`` and ``lease_until``. Only the lease owner can finish or release the
 row (the update is *fenced* on ``status='sending' AND lease_owner=owner``), so a dispatcher that
@@ -159,9 +160,14 @@ class Store:
         now = datetime.now(UTC)
         params = [_new_row(row, now) for row in rows]
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = dialect_insert(m).on_conflict_do_nothing(index_elements=[m.c.id])
+        stmt = (
+            dialect_insert(m)
+            .on_conflict_do_nothing(index_elements=[m.c.id])
+            .execution_options(preserve_rowcount=True)
+        )
         with self._write() as conn:
-            return len(conn.execute(stmt.returning(m.c.id), params).all())
+            # executemany, not one multi-row VALUES: the driver caches the small statement
+            return int(conn.execute(stmt, params).rowcount)
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -207,18 +213,13 @@ class Store:
         updates = [_finish_params(owner, result, now) for result in results]
         attempt_rows = [_attempt_params(r.id, r.attempt) for r in results if r.attempt]
         with self._write() as conn:
+            updated = int(conn.execute(_FINISH_UPDATE, updates).rowcount)
             if attempt_rows:
-                self._insert_attempts(conn, attempt_rows)
-            return int(conn.execute(_FINISH_UPDATE, updates).rowcount)
-
-    @staticmethod
-    def _insert_attempts(conn: Connection, rows: list[dict[str, object]]) -> None:
-        """One multi-row INSERT, skipping attempts of messages deleted meanwhile (purged)."""
-        ids = list({str(row["message_id"]) for row in rows})
-        existing = set(conn.execute(select(m.c.id).where(m.c.id.in_(ids))).scalars())
-        kept = [row for row in rows if row["message_id"] in existing]
-        if kept:
-            conn.execute(insert(attempts), kept)
+                if updated < len(updates):  # some leases were lost: was a message purged?
+                    attempt_rows = _existing_only(conn, attempt_rows)
+                if attempt_rows:
+                    conn.execute(insert(attempts), attempt_rows)
+            return updated
 
     def release(self, owner: str, ids: Sequence[str], now: datetime) -> int:
         """Give leased rows back (``sending`` -> ``queued``) without counting a failure.
@@ -545,6 +546,13 @@ def _finish_params(owner: str, result: Finish, now: datetime) -> dict[str, objec
         "b_failed_at": failed_at,
         "b_now": now,
     }
+
+
+def _existing_only(conn: Connection, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The attempt rows whose message still exists (it may have been finished and purged)."""
+    ids = list({str(row["message_id"]) for row in rows})
+    existing = set(conn.execute(select(m.c.id).where(m.c.id.in_(ids))).scalars())
+    return [row for row in rows if row["message_id"] in existing]
 
 
 def _attempt_params(message_id: str, attempt: AttemptRecord) -> dict[str, object]:
