@@ -602,6 +602,26 @@ def test_sqlite_times_are_fixed_width_utc_text(tmp_path: Path) -> None:
     assert (mode, fks) == ("wal", 1)
 
 
+def test_sqlite_writes_begin_immediate_and_reads_begin_deferred(tmp_path: Path) -> None:
+    with open_store(f"sqlite:///{tmp_path / 'p.db'}") as s:
+        s.migrate()
+        begins: list[str] = []
+
+        def capture(conn: object, cursor: object, sql: str, *rest: object) -> None:
+            if sql.startswith("BEGIN"):
+                begins.append(sql)
+
+        event.listen(s._engine, "before_cursor_execute", capture)
+        s.insert_messages([new("m1")])
+        s.claim_due("A", 1, 60, at(1))
+        s.finish("A", [sent("m1")])
+        assert begins == ["BEGIN IMMEDIATE"] * 3
+        begins.clear()
+        s.get("m1")
+        s.next_due_at()
+        assert begins == ["BEGIN", "BEGIN"]
+
+
 def test_sqlite_claim_plan_walks_the_partial_index_without_sorting(tmp_path: Path) -> None:
     executed: list[tuple[str, object]] = []
     with open_store(f"sqlite:///{tmp_path / 'p.db'}") as s:
