@@ -358,20 +358,19 @@ class Store:
         _aware(older_than, "older_than")
         if batch < 1:
             raise StoreError(f"batch must be at least 1, got {batch!r}")
-        finished = (
-            select(m.c.id)
-            .where(status_is(*FINAL_STATUSES), m.c.updated_at < older_than)
-            .limit(batch)
-        )
+        old = (status_is(*FINAL_STATUSES), m.c.updated_at < older_than)
+        finished = select(m.c.id).where(*old).limit(batch)
         total = 0
         while True:
             with self._write() as conn:
                 ids = list(conn.execute(finished).scalars())
+                deleted = 0
                 if ids:
-                    conn.execute(delete(attempts).where(attempts.c.message_id.in_(ids)))
-                    conn.execute(delete(m).where(m.c.id.in_(ids)))
-            total += len(ids)
-            if ids and progress is not None:
+                    # the condition again: a row retried meanwhile stays; attempts go by cascade
+                    gone = delete(m).where(m.c.id.in_(ids), *old)
+                    deleted = int(conn.execute(gone).rowcount)
+            total += deleted
+            if deleted and progress is not None:
                 progress(total)
             if len(ids) < batch:
                 return total
