@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import os
 import secrets
+import socket
 import threading
 import weakref
 from datetime import UTC, datetime
@@ -67,18 +68,29 @@ class CaptureServer:
         return self._controller is not None
 
     def start(self) -> None:
-        """Create the mailbox directory and start listening; returns once the server answers."""
+        """Create the mailbox directory and start listening; returns once the server answers.
+
+        Raises ``OSError`` naming the address when it cannot listen (e.g. the port is taken).
+        """
         if self._controller is not None:
             raise RuntimeError("the capture server is already running")
         self.mailbox_dir.mkdir(parents=True, exist_ok=True)
+        listener = _listen(self.host, self._requested_port)
         controller = _Controller(
             self._handler,
+            listener,
             hostname=self.host,
-            port=self._requested_port,
+            port=listener.getsockname()[1],
             server_hostname="postroom-capture",
             ident="postroom capture server",
         )
-        controller.start()
+        try:
+            controller.start()
+        except BaseException:
+            controller.stop(no_assert=True)
+            controller.loop.close()
+            listener.close()
+            raise
         self._controller = controller
 
     def stop(self) -> None:
@@ -143,16 +155,28 @@ def _rcpt_header(recipients: list[str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket now, so a taken port fails at once and port 0 is resolved."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"the capture server cannot listen on {host}:{port}: {exc.strerror}"
+        ) from exc
+
+
 class _Controller(Controller):
     """aiosmtpd's threaded controller, able to bind port 0 and to stop with clients connected.
 
-    aiosmtpd connects to ``self.port`` to check the server answers, so the real port must be
-    known before :meth:`start` returns; and its ``stop()`` cancels the connection tasks without
-    closing their sockets, which leaves "unclosed transport" warnings behind.
+    It serves on a socket bound beforehand (aiosmtpd binds in its thread and reports a failure
+    only after its ready timeout). aiosmtpd's ``stop()`` cancels the connection tasks without
+    closing their sockets, which leaves "unclosed transport" warnings: this one aborts them.
     """
 
-    def __init__(self, handler: object, **kwargs: Any) -> None:
+    def __init__(self, handler: object, listener: socket.socket, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self._listener = listener
         self._protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
     def factory(self) -> SMTP:
@@ -162,11 +186,9 @@ class _Controller(Controller):
 
     def _create_server(self) -> Awaitable[asyncio.AbstractServer]:
         async def bind() -> asyncio.AbstractServer:
-            server = await self.loop.create_server(
-                self._factory_invoker, host=self.hostname, port=self.port, ssl=self.ssl_context
+            return await self.loop.create_server(
+                self._factory_invoker, sock=self._listener, ssl=self.ssl_context
             )
-            self.port = server.sockets[0].getsockname()[1]
-            return server
 
         return bind()
 
