@@ -1,4 +1,4 @@
-"""End-to-end benchmark: enqueue -> queue -> ``postroom serve`` -> SMTP, against Postfix's smtp-sink.
+"""End-to-end benchmark: enqueue -> queue -> ``postroom serve`` -> SMTP (Postfix smtp-sink).
 
 For each configuration (Redis queue + SQLite database, SQLite queue + SQLite database):
 
@@ -58,7 +58,9 @@ def find_smtp_sink() -> str | None:
         "echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections"
         " && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"
         " --no-install-recommends postfix",
-        shell=True, check=False, stdout=subprocess.DEVNULL,
+        shell=True,
+        check=False,
+        stdout=subprocess.DEVNULL,
     )
     return shutil.which("smtp-sink") or (
         "/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None
@@ -73,7 +75,8 @@ class Sink:
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
         self.proc = subprocess.Popen(
             [binary, *user, f"127.0.0.1:{self.port}", "1024"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(0.3)
 
@@ -84,8 +87,10 @@ class Sink:
 
 def small_email(i: int) -> Email:
     return Email(
-        from_="Bench <bench@example.com>", to=[f"user{i}@example.net"],
-        subject=f"Benchmark message {i}", text="Hello,\n\nthis is a small benchmark email.\n",
+        from_="Bench <bench@example.com>",
+        to=[f"user{i}@example.net"],
+        subject=f"Benchmark message {i}",
+        text="Hello,\n\nthis is a small benchmark email.\n",
         html="<p>Hello,</p><p>this is a small benchmark email.</p>",
     )
 
@@ -111,7 +116,9 @@ def ceiling(port: int, count: int, threads: int = 4) -> float:
 
 def write_config(folder: Path, queue: str, smtp_port: int) -> Path:
     if queue == "redis":
-        queue_yaml = f"engine: redis\n      url: {REDIS_URL}\n      name: bench-{uuid.uuid4().hex[:8]}"
+        queue_yaml = (
+            f"engine: redis\n      url: {REDIS_URL}\n      name: bench-{uuid.uuid4().hex[:8]}"
+        )
     else:
         queue_yaml = f"engine: sqlite\n      path: {folder / 'queue.db'}"
     path = folder / "postroom.yaml"
@@ -146,7 +153,9 @@ def wait_for_sent(db_url: str, target: int, timeout_s: float) -> float:
 def start_server(config_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "postroom", "serve", "-c", str(config_path)],
-        cwd=cwd, stdout=subprocess.DEVNULL, stderr=open(cwd / "serve.log", "wb"),
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=open(cwd / "serve.log", "wb"),
     )
 
 
@@ -213,7 +222,9 @@ def latency(queue: str, sink_port: int, rate: float, seconds: float) -> dict[str
         }
 
 
-def run(messages: int = 20000, rate: float = 200.0, seconds: float = 10.0) -> list[dict[str, object]]:
+def run(
+    messages: int = 20000, rate: float = 200.0, seconds: float = 10.0
+) -> list[dict[str, object]]:
     binary = find_smtp_sink()
     if binary is None:
         print("smtp-sink not found (install Postfix): end-to-end benchmark skipped")
@@ -225,15 +236,17 @@ def run(messages: int = 20000, rate: float = 200.0, seconds: float = 10.0) -> li
             base = ceiling(sink.port, messages)
             result = throughput(queue, sink.port, messages)
             lat = latency(queue, sink.port, rate, seconds)
-            rows.append({
-                "bench": f"e2e {queue} queue + sqlite db",
-                "messages": messages,
-                "postroom_msgs_per_s": round(result["rate"]),
-                "smtplib_4_threads_msgs_per_s": round(base),
-                "ratio": round(result["rate"] / base, 3),
-                "latency_p50_ms": round(lat["p50_ms"], 1),
-                "latency_p99_ms": round(lat["p99_ms"], 1),
-            })
+            rows.append(
+                {
+                    "bench": f"e2e {queue} queue + sqlite db",
+                    "messages": messages,
+                    "postroom_msgs_per_s": round(result["rate"]),
+                    "smtplib_4_threads_msgs_per_s": round(base),
+                    "ratio": round(result["rate"] / base, 3),
+                    "latency_p50_ms": round(lat["p50_ms"], 1),
+                    "latency_p99_ms": round(lat["p99_ms"], 1),
+                }
+            )
     finally:
         sink.stop()
     return rows

@@ -1,9 +1,9 @@
 """Shared fixtures: real Redis and PostgreSQL servers for integration tests.
 
-Each service is found, in order, through ``POSTROOM_TEST_REDIS_URL`` / ``POSTROOM_TEST_POSTGRES_URL``,
-else a throw-away server started from the binaries on PATH (bound to 127.0.0.1, stopped at the end
-of the session). When neither works the test is skipped with the reason, except under ``CI=true``,
-where a missing service is a failure.
+Each service is found, in order, through ``POSTROOM_TEST_REDIS_URL`` /
+``POSTROOM_TEST_POSTGRES_URL``, else a throw-away server started from the binaries on PATH (bound
+to 127.0.0.1, stopped at the end of the session). When neither works the test is skipped with the
+reason, except under ``CI=true``, where a missing service is a failure.
 """
 
 from __future__ import annotations
@@ -65,8 +65,19 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not on PATH")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--protected-mode", "no"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -132,13 +143,28 @@ def _start_throwaway_postgres(workdir: Path) -> tuple[str, subprocess.Popen[byte
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         raise RuntimeError("initdb refuses to run as root")
     data = workdir / "pgdata"
-    subprocess.run([initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     port = free_port()
     subprocess.run(
-        [pg_ctl, "-D", str(data), "-o", f"-p {port} -k {workdir} -h 127.0.0.1", "-w", "start",
-         "-l", str(workdir / "pg.log")],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            pg_ctl,
+            "-D",
+            str(data),
+            "-o",
+            f"-p {port} -k {workdir} -h 127.0.0.1",
+            "-w",
+            "start",
+            "-l",
+            str(workdir / "pg.log"),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return f"postgresql://postgres@127.0.0.1:{port}/postgres", None
 
@@ -159,8 +185,12 @@ def postgres_server_url() -> Iterator[str]:
     yield url
     pg_ctl = shutil.which("pg_ctl")
     if pg_ctl:
-        subprocess.run([pg_ctl, "-D", str(workdir / "pgdata"), "-m", "immediate", "stop"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            [pg_ctl, "-D", str(workdir / "pgdata"), "-m", "immediate", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
     shutil.rmtree(workdir, ignore_errors=True)
 
 

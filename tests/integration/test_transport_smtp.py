@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.smtp_servers import DROP, SmtpServer, make_self_signed_cert, server_tls_context
 
 from postroom.errors import AddressError, ConfigError
 from postroom.transport.base import DeliveryResult, Outcome, Reply
 from postroom.transport.smtp import SmtpTransport
+from tests.smtp_servers import DROP, SmtpServer, make_self_signed_cert, server_tls_context
 
 SENDER = "sender@example.com"
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.org"

@@ -183,8 +183,10 @@ class Dispatcher:
                 self._done = done + self._done
             raise
         if updated < len(finishes):
-            log.warning("%d result(s) not recorded: their lease was taken over by another "
-                        "dispatcher", len(finishes) - updated)
+            log.warning(
+                "%d result(s) not recorded: their lease was taken over by another dispatcher",
+                len(finishes) - updated,
+            )
         with self._cond:
             self._inflight -= len(done)
         return len(done)
@@ -193,22 +195,40 @@ class Dispatcher:
         claimed, result = done.claimed, done.result
         assert result is not None
         decision = decide(
-            result, recipients=claimed.recipients, num_fails=claimed.num_fails,
-            expires_at=claimed.expires_at, now=done.ended_at, policy=self.policy, rand=self.rand,
+            result,
+            recipients=claimed.recipients,
+            num_fails=claimed.num_fails,
+            expires_at=claimed.expires_at,
+            now=done.ended_at,
+            policy=self.policy,
+            rand=self.rand,
         )
         attempt = AttemptRecord(
-            started_at=done.started_at, ended_at=done.ended_at, outcome=result.outcome.value,
-            code=result.reply.code or None, enhanced_code=result.reply.enhanced,
-            reply=result.reply.text, dispatcher=self.owner, recipients=list(claimed.recipients),
+            started_at=done.started_at,
+            ended_at=done.ended_at,
+            outcome=result.outcome.value,
+            code=result.reply.code or None,
+            enhanced_code=result.reply.enhanced,
+            reply=result.reply.text,
+            dispatcher=self.owner,
+            recipients=list(claimed.recipients),
         )
-        if decision.status != "queued" or decision.failure:
-            log.info("message %s: %s%s", claimed.id, decision.status,
-                     f" ({decision.failure})" if decision.failure else "")
+        if decision.failure:
+            log.info(
+                "message %s: %s%s",
+                claimed.id,
+                decision.status,
+                f" ({decision.failure})" if decision.failure else "",
+            )
         return Finish(
-            id=claimed.id, status=decision.status, attempt=attempt,
-            count_fail=decision.count_fail, failure=decision.failure,
+            id=claimed.id,
+            status=decision.status,
+            attempt=attempt,
+            count_fail=decision.count_fail,
+            failure=decision.failure,
             next_attempt_at=decision.next_attempt_at,
-            pending_recipients=decision.pending_recipients, sent_at=decision.sent_at,
+            pending_recipients=decision.pending_recipients,
+            sent_at=decision.sent_at,
         )
 
     def _expire(self, now: datetime) -> None:
@@ -316,5 +336,8 @@ class Dispatcher:
             log.error("could not record the last results (leases will expire): %s", exc)
         left = self.inflight
         if left:
-            log.warning("%d delivery(ies) still running at exit; their leases will expire and "
-                        "they will be retried", left)
+            log.warning(
+                "%d delivery(ies) still running at exit; their leases will expire and "
+                "they will be retried",
+                left,
+            )

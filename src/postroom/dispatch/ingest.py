@@ -39,8 +39,17 @@ def _poison_id(raw: bytes) -> str:
 
 def _failed_row(row_id: str, raw: bytes, reason: str, now: datetime) -> NewMessage:
     return NewMessage(
-        id=row_id, status="failed", priority=0, created_at=now, send_after=now, expires_at=now,
-        mail_from="", recipients=[], subject="", message_id=None, data=raw,
+        id=row_id,
+        status="failed",
+        priority=0,
+        created_at=now,
+        send_after=now,
+        expires_at=now,
+        mail_from="",
+        recipients=[],
+        subject="",
+        message_id=None,
+        data=raw,
         failure=f"cannot be sent: {reason}",
     )
 
@@ -120,8 +129,9 @@ class Ingestor:
         rows = [to_new_message(t.payload, max_time=self.max_time, now=now) for t in taken]
         for row in rows:
             if row.status == "failed":
-                log.warning("message %s cannot be sent and is stored as failed: %s",
-                            row.id, row.failure)
+                log.warning(
+                    "message %s cannot be sent and is stored as failed: %s", row.id, row.failure
+                )
         return self.store.insert_messages(_unique(rows))
 
 

@@ -2,15 +2,15 @@
 
 The decision for one message after one attempt (``decide``)::
 
-    result            recipients left to try        fails so far + 1    ->  new status
-    ---------------   --------------------------    ----------------        -----------------------
-    SENT              none                          -                       sent
-    PERMANENT         -                             -                       failed
-    any               none accepted, all 5yz        -                       failed
-    SENT (partial),   some (4yz refusals)           < max_fails             queued, retry those only
-    TEMPORARY,        all still pending             < max_fails             queued, retry after backoff
-    MAYBE_DELIVERED                                 >= max_fails            failed
-                                                    retry after expiry      expired
+    result            recipients left to try     fails so far + 1    ->  new status
+    ---------------   ------------------------   ----------------        --------------------------
+    SENT              none                       -                       sent
+    PERMANENT         -                          -                       failed
+    any               none accepted, all 5yz     -                       failed
+    SENT (partial),   some (4yz refusals)        < max_fails             queued, retry those only
+    TEMPORARY,        all still pending          < max_fails             queued, retry after backoff
+    MAYBE_DELIVERED                              >= max_fails            failed
+                                                 retry after expiry      expired
 
 Recipients refused with 5yz are never tried again; their refusals are named in ``failure``.
 """

@@ -99,32 +99,49 @@ class Server:
         self.queue: QueueEngine = open_queue(config.email.queue["default"])
         self.transport: Transport = self._transport()
         self.dispatcher = Dispatcher(
-            self.store, self.transport, owner=self.owner, policy=retry_policy(config),
-            batch=server.batch, lease_s=server.lease.total_seconds(),
+            self.store,
+            self.transport,
+            owner=self.owner,
+            policy=retry_policy(config),
+            batch=server.batch,
+            lease_s=server.lease.total_seconds(),
             workers=server.smtp.connections,
         )
         self.ingestor = Ingestor(
-            self.queue, self.store, max_time=server.max_time, clock=utc_now,
+            self.queue,
+            self.store,
+            max_time=server.max_time,
+            clock=utc_now,
             on_inserted=lambda n: self.dispatcher.wake(),
         )
         self._stop = threading.Event()
-        self._ingest_thread = threading.Thread(target=self._ingest_loop, name="postroom-ingest",
-                                               daemon=True)
+        self._ingest_thread = threading.Thread(
+            target=self._ingest_loop, name="postroom-ingest", daemon=True
+        )
 
     def _transport(self) -> Transport:
         if self.capture is not None:
-            return SmtpTransport("127.0.0.1", self.capture.port, tls="none",
-                                 connections=self.config.email.server.smtp.connections)
+            return SmtpTransport(
+                "127.0.0.1",
+                self.capture.port,
+                tls="none",
+                connections=self.config.email.server.smtp.connections,
+            )
         return SmtpTransport.from_config(self.config.email.server.smtp)
 
     def describe(self) -> str:
         cfg = self.config.email
         queue = cfg.queue["default"]
         where = queue.path if queue.engine == "sqlite" else queue.name
-        smtp = (f"capture server 127.0.0.1:{self.capture.port} -> {DEV_MAILBOX}/"
-                if self.capture else f"{cfg.server.smtp.host}:{cfg.server.smtp.port}")
-        return (f"postroom serve [{self.owner}]: queue {queue.engine} ({where}), "
-                f"database {cfg.server.database.engine}, smtp {smtp}")
+        smtp = (
+            f"capture server 127.0.0.1:{self.capture.port} -> {DEV_MAILBOX}/"
+            if self.capture
+            else f"{cfg.server.smtp.host}:{cfg.server.smtp.port}"
+        )
+        return (
+            f"postroom serve [{self.owner}]: queue {queue.engine} ({where}), "
+            f"database {cfg.server.database.engine}, smtp {smtp}"
+        )
 
     def run(self) -> None:
         """Run until :meth:`stop`; then drain and close everything."""
@@ -163,8 +180,7 @@ class Server:
 
 def _install_signals(server: Server) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: stopping (finishing what is in flight)",
-                 signal.Signals(signum).name)
+        log.info("received %s: stopping (finishing what is in flight)", signal.Signals(signum).name)
         server.stop()
 
     signal.signal(signal.SIGTERM, handler)
@@ -174,8 +190,9 @@ def _install_signals(server: Server) -> None:
 def _setup_logging() -> None:
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
 
 
 def serve(config: Config, *, dev: bool = False) -> int:

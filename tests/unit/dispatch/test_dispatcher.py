@@ -1,0 +1,251 @@
+"""The dispatcher driven step by step with a fake clock.
+
+Real SQLite store (a file in tmp_path), the in-process queue engine and the memory transport;
+``workers=0`` makes each step deliver in the test's thread, so timing is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from postroom.dispatch.dispatcher import Dispatcher
+from postroom.dispatch.ingest import Ingestor
+from postroom.dispatch.policy import RetryPolicy
+from postroom.message import Email
+from postroom.payload import encode, new_message_id
+from postroom.queue.memory import MemoryQueue
+from postroom.store import Store, open_store
+from postroom.transport.base import DeliveryResult, Outcome, Reply
+from postroom.transport.memory import MemoryTransport
+
+START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+POLICY = RetryPolicy(max_fails=3, initial_s=60, max_s=3600, multiplier=2, jitter=0.0)
+
+
+@dataclass
+class FakeClock:
+    now: datetime = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class Script:
+    """Answers deliveries from a list of results, then succeeds."""
+
+    results: list[DeliveryResult] = field(default_factory=list)
+
+    def __call__(self, mail_from: str, recipients: object, message: bytes) -> DeliveryResult:
+        if self.results:
+            return self.results.pop(0)
+        return DeliveryResult(Outcome.SENT, Reply(250, "OK"), accepted=tuple(recipients))  # type: ignore[arg-type]
+
+
+@dataclass
+class Rig:
+    store: Store
+    queue: MemoryQueue
+    clock: FakeClock
+    script: Script
+    transport: MemoryTransport
+    dispatcher: Dispatcher
+    ingestor: Ingestor
+
+    def enqueue(self, email: Email, send_after: datetime | None = None) -> str:
+        email.ensure_identity()
+        msg_id = new_message_id()
+        self.queue.push([encode(msg_id, email.to_dict(), send_after or self.clock(), self.clock())])
+        self.ingestor.run_once(0)
+        return msg_id
+
+    def step(self, seconds: float = 0) -> None:
+        self.clock.advance(seconds)
+        self.dispatcher.step()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    store = open_store(f"sqlite:///{tmp_path / 'postroom.db'}")
+    store.migrate()
+    clock = FakeClock()
+    script = Script()
+    transport = MemoryTransport(responder=script)
+    queue = MemoryQueue()
+    dispatcher = Dispatcher(store, transport, owner="test", policy=POLICY, workers=0, clock=clock)
+    ingestor = Ingestor(queue, store, max_time=timedelta(hours=1), clock=clock)
+    yield Rig(store, queue, clock, script, transport, dispatcher, ingestor)
+    store.close()
+
+
+def email(**extra: object) -> Email:
+    fields: dict[str, object] = {
+        "from_": "app@example.com",
+        "to": ["alice@example.org"],
+        "subject": "Hello",
+        "text": "Hi",
+    }
+    fields.update(extra)
+    return Email(**fields)  # type: ignore[arg-type]
+
+
+def test_a_queued_message_is_sent_and_recorded(rig: Rig) -> None:
+    msg_id = rig.enqueue(email())
+    rig.step()
+    info = rig.store.get(msg_id)
+    assert (info.status, info.sent_at) == ("sent", START)
+    attempts = rig.store.attempts(msg_id)
+    assert [(a.outcome, a.code, a.dispatcher) for a in attempts] == [("sent", 250, "test")]
+    assert rig.transport.deliveries[0].recipients == ("alice@example.org",)
+    assert rig.queue.size() == 0
+
+
+def test_temporary_failure_is_retried_after_backoff_with_the_same_message_id(rig: Rig) -> None:
+    rig.script.results.append(DeliveryResult(Outcome.TEMPORARY, Reply(451, "later", "4.3.0")))
+    msg_id = rig.enqueue(email())
+    rig.step()
+    info = rig.store.get(msg_id)
+    assert (info.status, info.num_fails) == ("queued", 1)
+    assert info.next_attempt_at == START + timedelta(seconds=60)
+    rig.step(59)
+    assert len(rig.transport.deliveries) == 1  # not due yet
+    rig.step(1)
+    assert rig.store.get(msg_id).status == "sent"
+    first, second = (d.message for d in rig.transport.deliveries)
+    header = [line for line in first.split(b"\r\n") if line.lower().startswith(b"message-id:")]
+    assert header and header[0] in second.split(b"\r\n")
+    outcomes = [(a.outcome, a.code, a.enhanced_code) for a in rig.store.attempts(msg_id)]
+    assert outcomes == [("temporary", 451, "4.3.0"), ("sent", 250, None)]
+
+
+def test_permanent_failure_is_not_retried(rig: Rig) -> None:
+    rig.script.results.append(DeliveryResult(Outcome.PERMANENT, Reply(550, "no", "5.1.1")))
+    msg_id = rig.enqueue(email())
+    rig.step()
+    rig.step(3600)
+    info = rig.store.get(msg_id)
+    assert info.status == "failed" and info.failure is not None and "550 5.1.1" in info.failure
+    assert len(rig.transport.deliveries) == 1
+
+
+def test_gives_up_after_max_fails(rig: Rig) -> None:
+    rig.script.results.extend([DeliveryResult(Outcome.TEMPORARY, Reply(421, "busy"))] * 5)
+    msg_id = rig.enqueue(email())
+    rig.step()
+    rig.step(60)
+    rig.step(120)
+    rig.step(3600)
+    info = rig.store.get(msg_id)
+    assert (info.status, info.num_fails) == ("failed", 3)
+    assert len(rig.transport.deliveries) == 3
+
+
+def test_scheduled_message_waits_for_its_time(rig: Rig) -> None:
+    msg_id = rig.enqueue(email(), send_after=START + timedelta(minutes=5))
+    rig.step()
+    rig.step(299)
+    assert rig.transport.deliveries == []
+    assert rig.store.next_due_at() == START + timedelta(minutes=5)
+    rig.step(1)
+    assert rig.store.get(msg_id).status == "sent"
+
+
+def test_message_not_sent_within_max_time_expires(rig: Rig) -> None:
+    msg_id = rig.enqueue(email())
+    rig.clock.advance(3601)  # the dispatcher was down for over an hour
+    rig.step()
+    info = rig.store.get(msg_id)
+    assert info.status == "expired" and rig.transport.deliveries == []
+
+
+def test_retry_that_would_land_after_expiry_expires(rig: Rig) -> None:
+    policy = RetryPolicy(max_fails=10, initial_s=1800, max_s=7200, multiplier=2, jitter=0.0)
+    rig.dispatcher.policy = policy
+    rig.script.results.extend([DeliveryResult(Outcome.TEMPORARY, Reply(451, "later"))] * 3)
+    msg_id = rig.enqueue(email())
+    rig.step()
+    rig.step(1800)
+    assert rig.store.get(msg_id).status == "expired"
+
+
+def test_retry_goes_only_to_recipients_not_yet_accepted(rig: Rig) -> None:
+    refused = {
+        "bob@example.org": Reply(452, "mailbox busy"),
+        "carol@example.org": Reply(550, "no such user"),
+    }
+    rig.script.results.append(
+        DeliveryResult(
+            Outcome.SENT, Reply(250, "OK"), accepted=("alice@example.org",), refused=refused
+        )
+    )
+    msg_id = rig.enqueue(
+        email(to=["alice@example.org", "bob@example.org"], bcc="carol@example.org")
+    )
+    rig.step()
+    info = rig.store.get(msg_id)
+    assert (info.status, info.pending_recipients) == ("queued", ["bob@example.org"])
+    rig.step(60)
+    assert rig.transport.deliveries[-1].recipients == ("bob@example.org",)
+    assert rig.store.get(msg_id).status == "sent"
+
+
+def test_higher_priority_goes_first(rig: Rig) -> None:
+    low = rig.enqueue(email(subject="low"))
+    high = rig.enqueue(email(subject="high", priority=5))
+    rig.dispatcher.batch = 1
+    rig.step()
+    assert rig.store.get(high).status == "sent"
+    assert rig.store.get(low).status == "queued"
+
+
+def test_poison_payload_is_stored_failed_and_acknowledged(rig: Rig) -> None:
+    rig.queue.push([b"\xff not json", b'{"v": 99, "id": "x"}'])
+    good = rig.enqueue(email())
+    assert rig.queue.size() == 0
+    rig.step()
+    assert rig.store.get(good).status == "sent"
+    stats = rig.store.stats(None, rig.clock())
+    assert stats.counts["failed"] == 2
+    reasons = " ".join(reason for reason, _ in stats.top_failures)
+    assert "not UTF-8 JSON" in reasons and "version 99" in reasons
+
+
+def test_email_without_recipient_in_payload_is_failed_at_ingest(rig: Rig) -> None:
+    data = email().to_dict()
+    data["to"] = []
+    rig.queue.push([encode("bad-1", data, START, START)])
+    rig.ingestor.run_once(0)
+    info = rig.store.get("bad-1")
+    assert info.status == "failed" and info.failure is not None
+
+
+def test_redelivered_payload_is_inserted_once(rig: Rig) -> None:
+    e = email()
+    e.ensure_identity()
+    payload = encode("same-id", e.to_dict(), START, START)
+    rig.queue.push([payload, payload])
+    rig.ingestor.run_once(0)
+    rig.queue.push([payload])
+    rig.ingestor.run_once(0)
+    rig.step()
+    assert len(rig.transport.deliveries) == 1
+
+
+def test_transport_exception_becomes_a_temporary_failure(rig: Rig) -> None:
+    def explode(mail_from: str, recipients: object, message: bytes) -> DeliveryResult:
+        raise RuntimeError("socket exploded")
+
+    rig.dispatcher.transport = MemoryTransport(responder=explode)
+    msg_id = rig.enqueue(email())
+    rig.step()
+    info = rig.store.get(msg_id)
+    assert info.status == "queued" and info.failure is not None
+    assert "socket exploded" in info.failure
