@@ -24,7 +24,7 @@ __all__ = ["Email"]
 
 _NO_SEND = (
     "Email has no send(): postroom sends asynchronously. Use e.enqueue() to send now, "
-    "e.send_later('5m') to send after a delay, or e.send_at(when) to send at a time."
+    "e.send_later('5m') to send after a delay, or e.send_at(when) to send at a time"
 )
 
 
@@ -253,7 +253,7 @@ class Email(EmailFields):
 
         def __getattr__(self, name: str) -> object:
             if name == "send":
-                raise AttributeError(_NO_SEND, name=name, obj=self)
+                raise AttributeError(_NO_SEND)  # no name: no "did you mean sender?"
             raise AttributeError(f"'Email' object has no attribute {name!r}", name=name, obj=self)
 
     def __repr__(self) -> str:
