@@ -33,12 +33,18 @@ _PAIR_SHIFTS = tuple(range(120, -1, -10))
 
 # 80-bit random numbers from os.urandom, drawn 256 at a time: one system call per id would
 # release the GIL on every enqueue() and hand it to the pusher thread. Each number is used once
-# (deque.popleft is atomic); a forked child drops the parent's stock so the two never share one.
+# (deque.popleft is atomic). A new process (after fork(), also one that ran no at-fork hooks,
+# as under uWSGI) starts a stock of its own, so parent and child never share one.
 _RANDOM_80: deque[int] = deque()
-os.register_at_fork(after_in_child=_RANDOM_80.clear)
+_random_pid = 0
 
 
 def _random_80_bits() -> int:
+    global _random_pid
+    pid = os.getpid()
+    if pid != _random_pid:
+        _RANDOM_80.clear()  # before the pid: a racing thread never sees the parent's numbers
+        _random_pid = pid
     try:
         return _RANDOM_80.popleft()
     except IndexError:
@@ -66,8 +72,9 @@ class QueuedEmail:
     email: dict[str, Any]
 
 
-def encode(message_id: str, email: dict[str, Any], send_after: datetime,
-           queued_at: datetime) -> bytes:
+def encode(
+    message_id: str, email: dict[str, Any], send_after: datetime, queued_at: datetime
+) -> bytes:
     """Serialise one queued email. Both times must be timezone-aware."""
     return json.dumps(
         {

@@ -27,6 +27,8 @@ Processes: at interpreter exit every outbox is flushed for up to its ``flush_tim
 a warning naming how many emails could not be pushed. Across ``os.fork()`` the buffer lock is
 held, so a fork cannot split an append; the child starts with an empty buffer (the parent pushes
 what it had buffered), and gets its own pusher thread and its own engine on its first submit.
+Under uWSGI, enable ``py-call-osafterfork`` (or ``lazy-apps``): a fork that skips Python's
+at-fork hooks leaves any thread of the parent, the pusher included, unusable in the child.
 """
 
 from __future__ import annotations

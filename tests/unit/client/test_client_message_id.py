@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from postroom.payload import _CROCKFORD, new_message_id
 
 
@@ -34,13 +36,21 @@ def test_ids_are_unique_and_sort_by_creation_time() -> None:
     assert len({i[10:] for i in ids}) == 2000  # the random part differs, too
 
 
-def test_a_forked_child_never_reuses_the_parents_random_bits() -> None:
+@pytest.mark.parametrize(
+    "fork",
+    [
+        "os.fork()",
+        # straight from C, skipping Python's at-fork hooks, as uWSGI does by default
+        "__import__('ctypes').PyDLL(None).fork()",
+    ],
+)
+def test_a_forked_child_never_reuses_the_parents_random_bits(fork: str) -> None:
     code = (
         "import os\n"
         "from postroom.payload import new_message_id\n"
         "new_message_id()  # the parent now holds a stock of random numbers\n"
         "read, write = os.pipe()\n"
-        "pid = os.fork()\n"
+        f"pid = {fork}\n"
         "ids = [new_message_id() for _ in range(100)]\n"
         "if pid == 0:\n"
         "    os.write(write, ' '.join(ids).encode())\n"
