@@ -35,6 +35,7 @@ from postroom.config import load_config
 from postroom.message import Email
 from postroom.store import open_store
 
+PROCESSES = int(os.environ.get("POSTROOM_BENCH_PROCESSES", "2"))
 REDIS_URL = os.environ.get("POSTROOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -114,7 +115,7 @@ def ceiling(port: int, count: int, threads: int = 4) -> float:
     return per * threads / (time.perf_counter() - start)
 
 
-def write_config(folder: Path, queue: str, smtp_port: int) -> Path:
+def write_config(folder: Path, queue: str, smtp_port: int, processes: int = PROCESSES) -> Path:
     if queue == "redis":
         queue_yaml = (
             f"engine: redis\n      url: {REDIS_URL}\n      name: bench-{uuid.uuid4().hex[:8]}"
@@ -125,7 +126,7 @@ def write_config(folder: Path, queue: str, smtp_port: int) -> Path:
     path.write_text(
         "email:\n  buffer: 5000\n  queue:\n    default:\n"
         f"      {queue_yaml}\n"
-        "  server:\n"
+        f"  server:\n    processes: {processes}\n"
         f"    database:\n      engine: sqlite3\n      path: {folder / 'postroom.db'}\n"
         f"    smtp:\n      host: 127.0.0.1\n      port: {smtp_port}\n      tls: none\n"
         "      connections: 4\n"
@@ -133,21 +134,18 @@ def write_config(folder: Path, queue: str, smtp_port: int) -> Path:
     return path
 
 
-def sent_count(db_url: str) -> int:
-    store = open_store(db_url)
-    try:
-        return store.stats(None, datetime.now(UTC)).counts.get("sent", 0)
-    finally:
-        store.close()
-
-
 def wait_for_sent(db_url: str, target: int, timeout_s: float) -> float:
-    deadline = time.perf_counter() + timeout_s
-    while time.perf_counter() < deadline:
-        if sent_count(db_url) >= target:
-            return time.perf_counter()
-        time.sleep(0.05)
-    raise TimeoutError(f"only {sent_count(db_url)} of {target} sent after {timeout_s:.0f}s")
+    """Poll the database until ``target`` messages are sent; return the moment it happened."""
+    with open_store(db_url) as store:
+        store.migrate()  # the server may not have created the schema yet
+        deadline = time.perf_counter() + timeout_s
+        sent = 0
+        while time.perf_counter() < deadline:
+            sent = store.stats(None, datetime.now(UTC)).counts.get("sent", 0)
+            if sent >= target:
+                return time.perf_counter()
+            time.sleep(0.05)
+    raise TimeoutError(f"only {sent} of {target} sent after {timeout_s:.0f}s")
 
 
 def start_server(config_path: Path, cwd: Path) -> subprocess.Popen[bytes]:

@@ -302,3 +302,42 @@ def test_two_dispatchers_on_one_sqlite_file_send_each_message_once(
     tmp_path: Path, smtp: SmtpServer
 ) -> None:
     run_dispatchers(tmp_path, config_dict(tmp_path, smtp.port), 2_000, 2, smtp, timeout_s=120)
+
+
+def dispatcher_pids(url: str) -> set[int]:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            owners = conn.execute(sqlalchemy.text("SELECT DISTINCT dispatcher FROM attempts"))
+            return {int(owner.split(":")[1]) for (owner,) in owners}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_several_processes_and_a_killed_child_is_replaced(tmp_path: Path, smtp: SmtpServer) -> None:
+    smtp.on_dot("250 OK", delay_s=0.005)
+    data = config_dict(tmp_path, smtp.port, processes=2, lease="2s", batch=10)
+    config_path = write_config(tmp_path, data)
+    config = load_config(config_path)
+    emails = [make_email(i) for i in range(400)]
+    enqueue_all(config, emails)
+    url = config.email.server.database.sqlalchemy_url()
+    with open_store(url) as store:
+        store.migrate()
+    proc = start_serve(config_path, tmp_path)
+    try:
+        wait_until(lambda: len(dispatcher_pids(url)) == 2, 60, "both processes to send")
+        victim = min(dispatcher_pids(url))
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: sent_count(url) == 400, 120, "every message to be sent")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    log = (tmp_path / "serve.log").read_text()
+    assert code == 0, log
+    assert f"(pid {victim}) exited" in log
+    received = Counter(m.message_id for m in smtp.accepted)
+    counts = [received[e.message_id] for e in emails]
+    assert min(counts) == 1, "a message was lost"
+    assert sum(c - 1 for c in counts) <= 10, "more duplicates than one claimed batch"

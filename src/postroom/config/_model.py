@@ -299,6 +299,7 @@ class ServerConfig(_Section):
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     dispatcher_id: str | None = None
+    processes: int = field(default=1, metadata=_limits(at_least=1, at_most=64))
 
 
 def _default_queues() -> Mapping[str, QueueConfig]:

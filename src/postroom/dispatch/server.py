@@ -93,7 +93,12 @@ class Server:
         if dev:
             port = dev_port if dev_port is not None else DEV_SMTP_PORT
             self.capture = CaptureServer(DEV_MAILBOX, host="127.0.0.1", port=port)
-            self.capture.start()
+            try:
+                self.capture.start()
+            except OSError as exc:
+                raise PostroomError(
+                    f"{exc} (set POSTROOM_DEV_SMTP_PORT to use another port)"
+                ) from exc
         self.store: Store = open_store(server.database.sqlalchemy_url())
         self.store.migrate()
         self.queue: QueueEngine = open_queue(config.email.queue["default"])
@@ -193,10 +198,11 @@ def _setup_logging() -> None:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
 
 
-def serve(config: Config, *, dev: bool = False) -> int:
-    """Run a dispatcher until SIGTERM or Ctrl-C; return the exit code."""
+def serve_one(config: Config, *, dev: bool = False) -> int:
+    """Run one dispatcher in this process until SIGTERM or Ctrl-C; return the exit code."""
     _setup_logging()
     dev_port = int(os.environ.get("POSTROOM_DEV_SMTP_PORT", DEV_SMTP_PORT)) if dev else None
     server = Server(config, dev=dev, dev_port=dev_port)
@@ -205,3 +211,22 @@ def serve(config: Config, *, dev: bool = False) -> int:
     server.run()
     log.info("stopped cleanly")
     return 0
+
+
+def serve(config: Config, *, dev: bool = False) -> int:
+    """Run ``email.server.processes`` dispatchers until SIGTERM or Ctrl-C; return the exit code."""
+    processes = config.email.server.processes
+    if processes == 1 or dev:
+        if processes > 1:
+            _setup_logging()
+            log.info("--dev runs one dispatcher process (email.server.processes is ignored)")
+        return serve_one(config, dev=dev)
+    from postroom.dispatch.supervisor import Supervisor, install_signals
+
+    _setup_logging()
+    supervisor = Supervisor(config)
+    if threading.current_thread() is threading.main_thread():
+        install_signals(supervisor)
+    code = supervisor.run()
+    log.info("stopped cleanly" if code == 0 else "stopped; a dispatcher process failed")
+    return code

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import secrets
 import socket
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+log = logging.getLogger("postroom.capture")
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -129,6 +132,7 @@ class _MailboxHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         path = self.store(list(envelope.rcpt_tos), content)
+        log.info("captured a message for %s -> %s", ", ".join(envelope.rcpt_tos), path)
         return f"250 2.0.0 OK stored as {path.name}"
 
     def store(self, recipients: list[str], content: bytes) -> Path:
