@@ -22,7 +22,7 @@ def _closed_port() -> int:
 def test_exit_with_the_queue_down_warns_how_many_emails_are_lost(tmp_path: Path) -> None:
     config = {
         "email": {
-            "flush-timeout": "300ms",
+            "flush-timeout": "1s",
             "queue": {"default": {"engine": "redis", "port": _closed_port(), "name": "mail"}},
         }
     }

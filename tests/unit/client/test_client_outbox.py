@@ -158,7 +158,7 @@ def test_pusher_wakes_on_arrival_without_a_timer(outbox: Outbox, queue: MemoryQu
     start = time.monotonic()
     outbox.enqueue(make_email(1))
     assert len(queue.take(10, 2.0)) == 1
-    assert time.monotonic() - start < 0.1
+    assert time.monotonic() - start < 0.25  # a timer-driven pusher would take far longer
 
 
 def test_full_buffer_raises_after_the_enqueue_timeout_and_loses_nothing() -> None:
@@ -215,9 +215,10 @@ def test_one_warning_per_outage_and_one_info_on_recovery(caplog: pytest.LogCaptu
         engine.down.clear()
         assert box.flush() == 0
         engine.down.set()  # a second outage
+        attempts_before = engine.attempts
         for n in range(10):
             box.enqueue(make_email(n))
-        _wait_for(lambda: engine.attempts >= 7)
+        _wait_for(lambda: engine.attempts >= attempts_before + 2)
         engine.down.clear()
         assert box.flush() == 0
     records = [r for r in caplog.records if r.name == "postroom.client"]
