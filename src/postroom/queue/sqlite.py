@@ -105,6 +105,16 @@ def _reset_doorbells_in_child() -> None:
 
 os.register_at_fork(after_in_child=_reset_doorbells_in_child)
 
+# Every statement of every SqliteQueue in this process runs under this lock, and fork() takes it
+# first: a child never inherits SQLite's in-process lock bookkeeping in the middle of another
+# thread's transaction (which would make its own new connections see "database is locked").
+_FORK_GATE = threading.Lock()
+os.register_at_fork(
+    before=_FORK_GATE.acquire,
+    after_in_parent=_FORK_GATE.release,
+    after_in_child=_FORK_GATE.release,
+)
+
 
 class _Local(threading.local):
     """One connection per thread, remembered with the process that opened it."""
@@ -266,7 +276,8 @@ class SqliteQueue(QueueEngine):
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
-            yield
+            with _FORK_GATE:
+                yield
         except sqlite3.Error as exc:
             raise QueueError(f"sqlite queue {self.path} ({self.name}): {exc}") from exc
         except OSError as exc:
