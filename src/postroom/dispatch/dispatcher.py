@@ -9,8 +9,9 @@ Lifecycle of a dispatcher (one per ``postroom serve`` process)::
 1. writes every result the workers produced, in one transaction, so a message is marked
    ``sent`` right after the server's 250 (fenced by the lease owner);
 2. at most once a second, expires queued messages past their ``expires_at``;
-3. when fewer than ``max_inflight`` messages are in hand, claims up to ``batch`` due rows under
-   a lease and hands them to the worker threads (one SMTP delivery at a time per worker).
+3. when the workers are about to run out of claimed rows, claims up to ``batch`` due rows under
+   a lease (never holding more than ``batch + workers``) and hands them to the worker threads
+   (one SMTP delivery at a time per worker).
 
 Between steps it waits on one event, set when a worker finishes, when ingest stored new rows, or
 by :meth:`stop`, and otherwise only until the next row falls due (at most ``poll_s``, the fallback
@@ -97,7 +98,8 @@ class Dispatcher:
         self.policy, self.batch, self.lease_s = policy, batch, lease_s
         self.poll_s, self.grace_s = poll_s, grace_s
         self.clock, self.rand = clock, rand
-        self.max_inflight = max(batch, 2 * workers)
+        # a full batch can wait while every worker is busy: claims stay batch-sized
+        self.max_inflight = batch + workers
         self._cond = threading.Condition()
         self._jobs: deque[_Job] = deque()
         self._done: list[_Done] = []
@@ -244,7 +246,8 @@ class Dispatcher:
         if self._stopping.is_set():
             return 0
         with self._cond:
-            limit = min(self.batch, self.max_inflight - self._inflight)
+            running_low = len(self._jobs) <= len(self._threads)
+            limit = min(self.batch, self.max_inflight - self._inflight) if running_low else 0
         self._last_claim_limit = limit
         if limit <= 0:
             return 0
