@@ -21,6 +21,12 @@ def test_the_readme_has_python_examples() -> None:
 def test_readme_example_runs(index: int, tmp_path: Path) -> None:
     script = tmp_path / "example.py"
     script.write_text(BLOCKS[index], encoding="utf-8")
-    done = subprocess.run([sys.executable, "-W", "error", str(script)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-W", "error", str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
