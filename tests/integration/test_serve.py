@@ -341,3 +341,53 @@ def test_several_processes_and_a_killed_child_is_replaced(tmp_path: Path, smtp: 
     counts = [received[e.message_id] for e in emails]
     assert min(counts) == 1, "a message was lost"
     assert sum(c - 1 for c in counts) <= 14, "more duplicates than batch + connections"
+
+
+def test_poison_payload_is_recorded_and_does_not_block_the_queue(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    from postroom.queue.sqlite import SqliteQueue
+
+    config = load_config(config_dict(tmp_path, smtp.port))
+    with SqliteQueue(str(tmp_path / "q.db"), name="postroom") as queue:
+        queue.push([b"\x00 not a payload", b'{"v": 1, "id": "half", "email": {}}'])
+    running = RunningServer(config)
+    try:
+        good = make_email(5)
+        enqueue_all(config, [good])
+        wait_until(lambda: smtp.count(good.message_id) == 1, 10, "the good message")
+    finally:
+        running.stop()
+    with open_store(config.email.server.database.sqlalchemy_url()) as store:
+        stats = store.stats(None, datetime.now(UTC))
+    assert stats.counts["failed"] == 2 and stats.counts["sent"] == 1
+    reasons = " | ".join(reason for reason, _ in stats.top_failures)
+    assert "not UTF-8 JSON" in reasons and "'queued_at'" in reasons, reasons
+
+
+def test_message_that_keeps_failing_temporarily_expires(tmp_path: Path, smtp: SmtpServer) -> None:
+    smtp.on_dot("451 4.4.1 no answer from the next hop")
+    data = config_dict(
+        tmp_path,
+        smtp.port,
+        retry={"initial": "300ms", "jitter": 0},
+        **{"max-time": "2s", "max-fails": 100},
+    )
+    config = load_config(data)
+    running = RunningServer(config)
+    try:
+        [msg_id] = enqueue_all(config, [make_email(6)])
+        url = config.email.server.database.sqlalchemy_url()
+
+        def expired() -> bool:
+            with open_store(url) as store:
+                return store.get(msg_id).status == "expired"
+
+        wait_until(expired, 15, "the message to expire")
+    finally:
+        running.stop()
+    with open_store(url) as store:
+        info, attempts = store.get(msg_id), store.attempts(msg_id)
+    assert 2 <= len(attempts) <= 5, [a.started_at for a in attempts]
+    assert all(a.code == 451 and a.enhanced_code == "4.4.1" for a in attempts)
+    assert info.failure is not None and "451" in info.failure
