@@ -22,35 +22,48 @@ from typing import Any
 
 from postroom.errors import PayloadError
 
-__all__ = ["PAYLOAD_VERSION", "QueuedEmail", "decode", "encode", "new_message_id"]
+__all__ = [
+    "PAYLOAD_VERSION",
+    "QueuedEmail",
+    "decode",
+    "encode",
+    "encode_email_json",
+    "new_message_id",
+]
 
 PAYLOAD_VERSION = 1
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# every pair of base-32 digits, indexed by 10 bits: 13 lookups spell 130 bits (enqueue hot path)
+# every pair of base-32 digits, indexed by 10 bits: 5 lookups spell the 48-bit time part
 _DIGIT_PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]
-_PAIR_SHIFTS = tuple(range(120, -1, -10))
+# a byte -> the digit of its low 5 bits; 256 is a multiple of 32, so random bytes give
+# uniformly random digits (16 of them hold the 80 random bits of an id)
+_DIGIT_OF_BYTE = bytes(ord(_CROCKFORD[byte % 32]) for byte in range(256))
+# one encoder for every payload (json.dumps would build a new one per call)
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-# 80-bit random numbers from os.urandom, drawn 256 at a time: one system call per id would
-# release the GIL on every enqueue() and hand it to the pusher thread. Each number is used once
+# The random parts of ids, spelled from os.urandom 256 at a time: one system call per id would
+# release the GIL on every enqueue() and hand it to the pusher thread. Each part is used once
 # (deque.popleft is atomic). A new process (after fork(), also one that ran no at-fork hooks,
 # as under uWSGI) starts a stock of its own, so parent and child never share one.
-_RANDOM_80: deque[int] = deque()
+_RANDOM_PARTS: deque[str] = deque()
 _random_pid = 0
+# (millisecond, its 10 digits): ids made in the same millisecond share the time part's text
+_time_part: tuple[int, str] = (-1, "")
 
 
-def _random_80_bits() -> int:
+def _random_part() -> str:
     global _random_pid
     pid = os.getpid()
     if pid != _random_pid:
-        _RANDOM_80.clear()  # before the pid: a racing thread never sees the parent's numbers
+        _RANDOM_PARTS.clear()  # before the pid: a racing thread never sees the parent's parts
         _random_pid = pid
     try:
-        return _RANDOM_80.popleft()
+        return _RANDOM_PARTS.popleft()
     except IndexError:
-        block = os.urandom(10 * 256)
-        _RANDOM_80.extend(int.from_bytes(block[i : i + 10], "big") for i in range(10, 2560, 10))
-        return int.from_bytes(block[:10], "big")
+        digits = os.urandom(16 * 256).translate(_DIGIT_OF_BYTE).decode("ascii")
+        _RANDOM_PARTS.extend([digits[i : i + 16] for i in range(16, 4096, 16)])
+        return digits[:16]
 
 
 def new_message_id() -> str:
@@ -58,8 +71,13 @@ def new_message_id() -> str:
 
     Ids sort by creation time, which keeps database index inserts local.
     """
-    value = (time.time_ns() // 1_000_000) << 80 | _random_80_bits()
-    return "".join([_DIGIT_PAIRS[(value >> shift) & 0x3FF] for shift in _PAIR_SHIFTS])
+    global _time_part
+    ms = time.time_ns() // 1_000_000
+    cached = _time_part
+    if cached[0] != ms:
+        digits = "".join([_DIGIT_PAIRS[(ms >> shift) & 0x3FF] for shift in (40, 30, 20, 10, 0)])
+        cached = _time_part = (ms, digits)
+    return cached[1] + _random_part()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +94,20 @@ def encode(
     message_id: str, email: dict[str, Any], send_after: datetime, queued_at: datetime
 ) -> bytes:
     """Serialise one queued email. Both times must be timezone-aware."""
-    return json.dumps(
-        {
-            "v": PAYLOAD_VERSION,
-            "id": message_id,
-            "queued_at": queued_at.astimezone(UTC).isoformat(),
-            "send_after": send_after.astimezone(UTC).isoformat(),
-            "email": email,
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode("utf-8")
+    return encode_email_json(message_id, _JSON.encode(email), send_after, queued_at)
+
+
+def encode_email_json(
+    message_id: str, email_json: str, send_after: datetime, queued_at: datetime
+) -> bytes:
+    """:func:`encode` for an email already serialised: ``email_json`` is the compact JSON text
+    of its dict (``Email.to_json()``), embedded as is. Both times must be timezone-aware."""
+    queued = queued_at.astimezone(UTC).isoformat()
+    due = queued if send_after is queued_at else send_after.astimezone(UTC).isoformat()
+    return (
+        f'{{"v":{PAYLOAD_VERSION},"id":{_JSON.encode(message_id)},"queued_at":"{queued}",'
+        f'"send_after":"{due}","email":{email_json}}}'
+    ).encode()
 
 
 def _time(doc: dict[str, Any], key: str) -> datetime:

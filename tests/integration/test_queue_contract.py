@@ -390,6 +390,82 @@ def test_redis_forked_child_uses_its_own_connection(redis_url: str, redis_prefix
         ]
 
 
+@pytest.mark.redis
+def test_redis_readers_see_a_pushed_batch_whole_or_not_at_all(
+    redis_url: str, redis_prefix: str
+) -> None:
+    import redis
+
+    from postroom.queue.redis import RedisQueue
+
+    batch, batches = 100, 15
+    admin = redis.Redis.from_url(redis_url)
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.add(int(admin.xlen(redis_prefix)))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with RedisQueue(redis_url, name=redis_prefix) as queue:
+            for n in range(batches):
+                # ~100 kB per batch: far more than the server reads from a socket at once
+                queue.push([b"%d-%d " % (n, i) + b"x" * 1000 for i in range(batch)])
+    finally:
+        done.set()
+        watcher.join(10)
+    seen.add(int(admin.xlen(redis_prefix)))
+    admin.close()
+    assert max(seen) == batch * batches
+    assert {length % batch for length in seen} == {0}
+
+
+@pytest.mark.redis
+def test_redis_push_the_server_refuses_raises_and_stores_nothing(
+    redis_url: str, redis_prefix: str
+) -> None:
+    import redis
+
+    from postroom.queue.redis import RedisQueue
+
+    admin = redis.Redis.from_url(redis_url)
+    admin.set(redis_prefix, b"not a stream")
+    queue = RedisQueue(redis_url, name=redis_prefix)
+    with pytest.raises(QueueError, match=f"{redis_prefix}.*push failed.*WRONGTYPE"):
+        queue.push([b"a", b"b"])
+    assert admin.get(redis_prefix) == b"not a stream"
+    queue.close()
+    admin.close()
+
+
+@pytest.mark.redis
+def test_redis_push_loads_its_script_where_the_server_lacks_it(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    import redis
+
+    from postroom.queue import redis as redis_engine
+
+    # A variant of the script that no server has seen: the first EVALSHA gets NOSCRIPT.
+    script = redis_engine._PUSH_SCRIPT + f"-- {redis_prefix}\n".encode()
+    sha = hashlib.sha1(script).hexdigest()
+    monkeypatch.setattr(redis_engine, "_PUSH_SCRIPT", script)
+    monkeypatch.setattr(redis_engine, "_PUSH_SHA", sha)
+    admin = redis.Redis.from_url(redis_url)
+    assert admin.script_exists(sha) == [False]
+    with redis_engine.RedisQueue(redis_url, name=redis_prefix) as queue:
+        queue.push([b"one", b"two"])
+        assert admin.script_exists(sha) == [True]
+        queue.push([b"three"])
+        assert [i.payload for i in queue.take(10, timeout_s=1.0)] == [b"one", b"two", b"three"]
+    admin.close()
+
+
 def _start_redis(port: int) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     assert binary is not None

@@ -1,10 +1,11 @@
 """The Outbox: what ``Email.enqueue()`` does in the application process.
 
 ``submit()`` runs in the caller's thread and never touches the network: it validates the
-email, gives it a message id, takes a snapshot (``Email.to_dict()``, so changing the Email
+email, gives it a message id, takes a snapshot (``Email.to_json()``, so changing the Email
 afterwards changes nothing), puts the snapshot on a bounded in-memory buffer and returns the id.
-One background pusher thread per outbox and process serialises the snapshots and pushes them to
-the queue engine in batches.
+One background pusher thread per outbox and process wraps the snapshots into payloads and pushes
+them to the queue engine in batches. Both threads share one interpreter lock, so every
+microsecond either spends per email limits how many emails a process can queue per second.
 
 States of the pusher::
 
@@ -44,11 +45,11 @@ import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from postroom.client.buffer import Buffer
 from postroom.errors import ConfigError, QueueError
-from postroom.payload import encode, new_message_id
+from postroom.payload import encode_email_json, new_message_id
 from postroom.queue import QueueEngine, engine_class, open_queue
 
 if TYPE_CHECKING:
@@ -63,8 +64,8 @@ MAX_BATCH = 500
 
 _UNOPENED_LABEL = "queue engine"
 
-# one snapshot: (message id, Email.to_dict(), send_after, queued_at)
-_Item = tuple[str, dict[str, Any], datetime, datetime]
+# one snapshot: (message id, Email.to_json(), send_after, queued_at)
+_Item = tuple[str, str, datetime, datetime]
 
 
 class Submittable(Protocol):
@@ -76,8 +77,8 @@ class Submittable(Protocol):
     def ensure_identity(self) -> object:
         """Fix the Message-ID and Date, so every retry renders the same message."""
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe copy that later changes to the email do not affect."""
+    def to_json(self) -> str:
+        """The email as compact JSON text (``Email.to_dict()`` in JSON): the snapshot."""
 
 
 def retry_delay_s(
@@ -189,7 +190,7 @@ class Outbox:
         message_id = new_message_id()
         now = datetime.now(UTC)
         when = now if send_after is None else max(send_after.astimezone(UTC), now)
-        item: _Item = (message_id, email.to_dict(), when, now)
+        item: _Item = (message_id, email.to_json(), when, now)
         if self._thread is None:
             self._start_pusher()
         self._buffer.put(item, self.enqueue_timeout_s)
@@ -358,10 +359,10 @@ def _emails(count: int, singular: str = "", plural: str = "") -> str:
 
 def _encode_all(items: list[_Item]) -> list[bytes]:
     out = []
-    for message_id, email, send_after, queued_at in items:
+    for message_id, email_json, send_after, queued_at in items:
         try:
-            out.append(encode(message_id, email, send_after, queued_at))
-        except (TypeError, ValueError) as exc:  # a to_dict() that is not JSON-safe: a bug
+            out.append(encode_email_json(message_id, email_json, send_after, queued_at))
+        except (TypeError, ValueError) as exc:  # not UTF-8 text (a lone surrogate): a bug
             _log.error("email %s cannot be serialised and is dropped: %s", message_id, exc)
     return out
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 from base64 import b64encode
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from json.encoder import encode_basestring as _json_str  # what json.dumps uses for strings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import postroom.client  # looked up per call, not bound here: tests replace postroom.client.submit
 from postroom.errors import MessageError, ParseError
 from postroom.message.addresses import parse_address
 from postroom.message.attachment import Attachment, guess_content_type
 from postroom.message.fields import EmailFields, check_body
-from postroom.message.headers import check_headers, check_value
+from postroom.message.headers import check_value
 from postroom.message.schedule import due_at, due_in
 from postroom.message.serialize import VERSION
 
@@ -21,6 +24,9 @@ if TYPE_CHECKING:
     from postroom.client import Outbox
 
 __all__ = ["Email"]
+
+# the settings of the queue payload (postroom.payload): UTF-8 kept, no spaces
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 _NO_SEND = (
     "Email has no send(): postroom sends asynchronously. Use e.enqueue() to send now, "
@@ -83,13 +89,16 @@ class Email(EmailFields):
         rendered and sent: no From, no recipient, an address or header that does not pass."""
         if self._from is None:
             raise MessageError("the email has no From address: set from_")
-        self._check_addresses()  # lists may have been changed in place
+        self._recheck_changed()  # lists and headers may have been changed in place
         if not (self._to or self._cc or self._bcc):
             raise MessageError("the email has no recipient: set to, cc or bcc")
-        check_value("subject", self._subject)
-        check_headers(self._headers)
-        self._check_bodies()
-        self._check_attachments()
+        # From, sender and subject are strings, checked by their setters (strings cannot be
+        # changed in place); an ASCII body is valid text (str.isascii() is O(1)).
+        text, html = self._text, self._html
+        if not ((text is None or text.isascii()) and (html is None or html.isascii())):
+            self._check_bodies()
+        if self._attachments:
+            self._check_attachments()
 
     def _check_bodies(self) -> None:
         for field, value in (("text", self._text), ("html", self._html)):
@@ -190,7 +199,7 @@ class Email(EmailFields):
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe, versioned (``"v": 1``), lossless copy that later changes to the email
         do not affect; assigns the identity first. The format is described in
-        :mod:`postroom.message.serialize`. This is on the enqueue hot path: keep it plain."""
+        :mod:`postroom.message.serialize`."""
         if self._message_id is None or self._date is None:
             self.ensure_identity()
         return {
@@ -211,17 +220,50 @@ class Email(EmailFields):
             "auto_text": self._auto_text,
             "message_id": self._message_id,
             "date": self._date_iso,
-            "attachments": [
-                {
-                    "filename": a.filename,
-                    "content_type": a.content_type,
-                    "inline": a.inline,
-                    "content_id": a.content_id,
-                    "content": b64encode(a.content).decode("ascii"),
-                }
-                for a in self._attachments
-            ],
+            "attachments": self._attachment_dicts(),
         }
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as compact JSON text: exactly ``json.dumps(e.to_dict(),
+        ensure_ascii=False, separators=(",", ":"))``; assigns the identity first.
+
+        ``enqueue()`` snapshots the email this way, in the caller's thread. Written field by
+        field it costs about what building the dict costs, and leaves the pusher thread no
+        encoding to do, so keep it plain.
+        """
+        if self._message_id is None or self._date is None:
+            self.ensure_identity()
+        try:
+            return self._json_text()
+        except TypeError:  # a list item changed in place into something that is not a string
+            return _JSON.encode(self.to_dict())
+
+    def _json_text(self) -> str:
+        text, lst, enc = _json_or_null, _json_list, _JSON.encode
+        return (
+            f'{{"v":{VERSION},"from":{text(self._from)},"sender":{text(self._sender)},'
+            f'"to":{lst(self._to)},"cc":{lst(self._cc)},"bcc":{lst(self._bcc)},'
+            f'"reply_to":{lst(self._reply_to)},"read_receipt":{lst(self._read_receipt)},'
+            f'"subject":{_json_str(self._subject)},"text":{text(self._text)},'
+            f'"html":{text(self._html)},"headers":{enc(self._headers) if self._headers else "{}"},'
+            f'"priority":{int.__repr__(self._priority)},'
+            f'"smtputf8":{"true" if self._smtputf8 else "false"},'
+            f'"auto_text":{"true" if self._auto_text else "false"},'
+            f'"message_id":{text(self._message_id)},"date":{text(self._date_iso)},'
+            f'"attachments":{enc(self._attachment_dicts()) if self._attachments else "[]"}}}'
+        )
+
+    def _attachment_dicts(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "inline": a.inline,
+                "content_id": a.content_id,
+                "content": b64encode(a.content).decode("ascii"),
+            }
+            for a in self._attachments
+        ]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Email:
@@ -233,21 +275,15 @@ class Email(EmailFields):
     # -- queueing -------------------------------------------------------------------------------
     def enqueue(self, *, outbox: Outbox | None = None) -> str:
         """Queue the email to be sent right away; return the message id."""
-        from postroom.client import submit
-
-        return submit(self, send_after=None, outbox=outbox)
+        return postroom.client.submit(self, send_after=None, outbox=outbox)
 
     def send_later(self, delay: str | timedelta, *, outbox: Outbox | None = None) -> str:
         """Queue the email to be sent after ``delay`` (``"5m"``, ``"1h30m"`` or a timedelta)."""
-        from postroom.client import submit
-
-        return submit(self, send_after=due_in(delay), outbox=outbox)
+        return postroom.client.submit(self, send_after=due_in(delay), outbox=outbox)
 
     def send_at(self, when: datetime, *, outbox: Outbox | None = None) -> str:
         """Queue the email to be sent at ``when`` (naive means local time; past means now)."""
-        from postroom.client import submit
-
-        return submit(self, send_after=due_at(when), outbox=outbox)
+        return postroom.client.submit(self, send_after=due_at(when), outbox=outbox)
 
     if not TYPE_CHECKING:
 
@@ -266,3 +302,11 @@ class Email(EmailFields):
         if self._attachments:
             parts.append(f"attachments={len(self._attachments)}")
         return f"Email({', '.join(parts)})"
+
+
+def _json_or_null(value: str | None) -> str:
+    return "null" if value is None else _json_str(value)
+
+
+def _json_list(values: list[str]) -> str:
+    return f"[{','.join(map(_json_str, values))}]" if values else "[]"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from postroom.errors import MessageError
-from postroom.message.addresses import parse_address
+from postroom.message.addresses import Address, parse_address
 from postroom.message.attachment import Attachment
 from postroom.message.headers import check_headers, check_message_id, check_value
+from postroom.payload import new_message_id
 
 __all__ = ["AddressInput", "EmailFields", "check_body"]
 
@@ -29,52 +31,86 @@ def _check_bool(field: str, value: object) -> bool:
     return value
 
 
+# (whole second, its UTC datetime, its isoformat()): emails dated in the same second share one
+# immutable datetime and its text, so a Date costs a clock read on the enqueue hot path
+_this_second: tuple[int, datetime, str] = (-1, datetime.fromtimestamp(0, UTC), "")
+
+
+def _now_whole_second() -> tuple[datetime, str]:
+    global _this_second
+    second = int(time.time())
+    cached = _this_second
+    if cached[0] != second:
+        date = datetime.fromtimestamp(second, UTC)
+        cached = _this_second = (second, date, date.isoformat())
+    return cached[1], cached[2]
+
+
 class EmailFields:
     """The data of an :class:`~postroom.message.Email`; see there for the behaviour.
 
     Every setter checks its value and raises a :class:`~postroom.errors.MessageError`
     subclass naming the problem; lists are stored as given (stripped strings) and may be
     changed in place, which :meth:`Email.validate` checks again.
+
+    Each address list and the headers keep a copy of their contents as last checked (the
+    ``*_checked`` slots): :meth:`_recheck_changed` parses again only a container that no longer
+    equals its copy, which keeps ``validate()`` on the enqueue hot path cheap. Every address in
+    a copy passes under the current :attr:`smtputf8` (turning it off re-checks them all).
     """
 
     __slots__ = (
         "_attachments",
         "_auto_text",
         "_bcc",
+        "_bcc_checked",
         "_cc",
+        "_cc_checked",
         "_date",
         "_date_iso",
         "_from",
+        "_from_address",
         "_headers",
+        "_headers_checked",
         "_html",
         "_message_id",
         "_priority",
         "_read_receipt",
+        "_read_receipt_checked",
         "_reply_to",
+        "_reply_to_checked",
         "_sender",
         "_smtputf8",
         "_subject",
         "_text",
         "_to",
+        "_to_checked",
     )
     _attachments: list[Attachment]
     _auto_text: bool
     _bcc: list[str]
+    _bcc_checked: list[str]
     _cc: list[str]
+    _cc_checked: list[str]
     _date: datetime | None
     _date_iso: str | None
     _from: str | None
+    _from_address: Address | None
     _headers: dict[str, str]
+    _headers_checked: dict[str, str]
     _html: str | None
     _message_id: str | None
     _priority: int
     _read_receipt: list[str]
+    _read_receipt_checked: list[str]
     _reply_to: list[str]
+    _reply_to_checked: list[str]
     _sender: str | None
     _smtputf8: bool
     _subject: str
     _text: str | None
     _to: list[str]
+    _to_checked: list[str]
 
     def __init__(
         self,
@@ -116,10 +152,14 @@ class EmailFields:
         self.date = date
 
     # -- addresses ------------------------------------------------------------------------------
-    def _address(self, value: object, field: str) -> str:
+    def _parsed(self, value: object, field: str) -> Address:
         address = parse_address(value, field)
         if not self._smtputf8:
             address.spec(False)  # refuses a non-ASCII local part now rather than at send time
+        return address
+
+    def _address(self, value: object, field: str) -> str:
+        self._parsed(value, field)
         assert isinstance(value, str)
         return value.strip()
 
@@ -139,7 +179,12 @@ class EmailFields:
 
     @from_.setter
     def from_(self, value: str | None) -> None:
-        self._from = None if value is None else self._address(value, "from_")
+        if value is None:
+            self._from = self._from_address = None
+        else:
+            address = self._parsed(value, "from_")  # kept: the Message-ID needs its domain
+            assert isinstance(value, str)
+            self._from, self._from_address = value.strip(), address
 
     @property
     def sender(self) -> str | None:
@@ -157,6 +202,7 @@ class EmailFields:
     @to.setter
     def to(self, value: AddressInput) -> None:
         self._to = self._address_list(value, "to")
+        self._to_checked = self._to[:]
 
     @property
     def cc(self) -> list[str]:
@@ -165,6 +211,7 @@ class EmailFields:
     @cc.setter
     def cc(self, value: AddressInput) -> None:
         self._cc = self._address_list(value, "cc")
+        self._cc_checked = self._cc[:]
 
     @property
     def bcc(self) -> list[str]:
@@ -174,6 +221,7 @@ class EmailFields:
     @bcc.setter
     def bcc(self, value: AddressInput) -> None:
         self._bcc = self._address_list(value, "bcc")
+        self._bcc_checked = self._bcc[:]
 
     @property
     def reply_to(self) -> list[str]:
@@ -182,6 +230,7 @@ class EmailFields:
     @reply_to.setter
     def reply_to(self, value: AddressInput) -> None:
         self._reply_to = self._address_list(value, "reply_to")
+        self._reply_to_checked = self._reply_to[:]
 
     @property
     def read_receipt(self) -> list[str]:
@@ -191,6 +240,7 @@ class EmailFields:
     @read_receipt.setter
     def read_receipt(self, value: AddressInput) -> None:
         self._read_receipt = self._address_list(value, "read_receipt")
+        self._read_receipt_checked = self._read_receipt[:]
 
     # -- content --------------------------------------------------------------------------------
     @property
@@ -229,6 +279,7 @@ class EmailFields:
     @headers.setter
     def headers(self, value: Mapping[str, str] | None) -> None:
         self._headers = {} if value is None else check_headers(value)
+        self._headers_checked = self._headers.copy()
 
     @property
     def attachments(self) -> list[Attachment]:
@@ -283,11 +334,8 @@ class EmailFields:
     def message_id(self) -> str:
         """The Message-ID header, with angle brackets, generated on first use."""
         if self._message_id is None:
-            from postroom.payload import new_message_id
-
-            domain = "postroom.local"
-            if self._from is not None:
-                domain = parse_address(self._from, "from_").ascii_domain
+            address = self._from_address
+            domain = "postroom.local" if address is None else address.ascii_domain
             self._message_id = f"<{new_message_id()}@{domain}>"
         return self._message_id
 
@@ -299,7 +347,7 @@ class EmailFields:
     def date(self) -> datetime:
         """The Date header, timezone-aware, whole seconds, generated (now, UTC) on first use."""
         if self._date is None:
-            return self._set_date(datetime.now(UTC))
+            self._date, self._date_iso = _now_whole_second()
         return self._date
 
     @date.setter
@@ -319,9 +367,36 @@ class EmailFields:
         return date
 
     def _check_addresses(self) -> None:
+        """Check every address again, whatever was checked before."""
         for field in ("from_", "sender"):
             value = getattr(self, f"_{field.rstrip('_')}", None)
             if value is not None:
                 self._address(value, field)
         for field in ("to", "cc", "bcc", "reply_to", "read_receipt"):
             self._address_list(getattr(self, f"_{field}", None), field)
+
+    def _recheck_changed(self) -> None:
+        """Check again the address lists and headers changed in place since their last check.
+
+        From and sender are strings, which cannot change in place; the setters checked them.
+        Comparing a list with its copy costs far less than parsing its addresses again.
+        """
+        if self._to != self._to_checked:
+            self._to_checked = self._recheck_list(self._to, "to")
+        if self._cc != self._cc_checked:
+            self._cc_checked = self._recheck_list(self._cc, "cc")
+        if self._bcc != self._bcc_checked:
+            self._bcc_checked = self._recheck_list(self._bcc, "bcc")
+        if self._reply_to != self._reply_to_checked:
+            self._reply_to_checked = self._recheck_list(self._reply_to, "reply_to")
+        if self._read_receipt != self._read_receipt_checked:
+            self._read_receipt_checked = self._recheck_list(self._read_receipt, "read_receipt")
+        if self._headers != self._headers_checked:
+            check_headers(self._headers)
+            self._headers_checked = self._headers.copy()
+
+    def _recheck_list(self, values: list[str], field: str) -> list[str]:
+        """Check every address of ``values``; return the copy to compare with next time."""
+        for value in values:
+            self._parsed(value, field)
+        return values[:]

@@ -11,9 +11,12 @@ under its own consumer name. An entry moves through these states::
                ▼
              XAUTOCLAIM by any consumer    (deliveries + 1, counted by Redis)
 
-``push`` pipelines the XADDs of a batch into one round trip (not a MULTI: a failure may store a
-part of the batch, which the at-least-once contract allows). Acknowledged entries are deleted, so
-``size`` is the stream length; un-acknowledged entries are never trimmed.
+``push`` stores a batch with one server-side script (``EVALSHA``, loaded again after ``NOSCRIPT``)
+that XADDs every payload: one round trip, and all or nothing, since Redis runs a script as one
+unit and the only XADD failures (a key of another type, the memory limit) hit the first entry,
+before anything is written. A batch whose reply is lost is pushed again whole by the caller (at
+least once). Acknowledged entries are deleted, so ``size`` is the stream length; un-acknowledged
+entries are never trimmed.
 
 Failures of the server or the network are raised as :class:`~postroom.errors.QueueError` naming
 ``host:port`` (never the password); no call hangs longer than a few seconds on a dead server.
@@ -31,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -64,6 +68,19 @@ _MAX_BLOCK_S = 5.0
 _SOCKET_TIMEOUT_S = _MAX_BLOCK_S + 5.0
 
 _T = TypeVar("_T")
+
+# KEYS[1] is the stream, ARGV the payloads. Redis refuses a write for lack of memory only before
+# a script's first write, so the loop stores every payload or none.
+_PUSH_SCRIPT = (
+    b"""
+for i = 1, #ARGV do
+  redis.call('XADD', KEYS[1], '*', '%b', ARGV[i])
+end
+return #ARGV
+"""
+    % _FIELD
+)
+_PUSH_SHA = hashlib.sha1(_PUSH_SCRIPT).hexdigest()
 
 
 class RedisQueue(QueueEngine):
@@ -117,15 +134,21 @@ class RedisQueue(QueueEngine):
     # -- public contract -------------------------------------------------------------------------
 
     def push(self, payloads: Sequence[bytes]) -> None:
-        """XADD every payload in one pipelined round trip."""
+        """XADD every payload in one script run: one round trip, the whole batch or nothing."""
         if not payloads:
             return
         client = self._redis()
         with self._errors("push"):
-            pipe = client.pipeline(transaction=False)
-            for payload in payloads:
-                pipe.xadd(self.name, {_FIELD: bytes(payload)})
-            pipe.execute()
+            try:
+                stored = client.evalsha(_PUSH_SHA, 1, self.name, *payloads)
+            except redis_lib.exceptions.NoScriptError:  # a new or restarted server
+                client.script_load(_PUSH_SCRIPT)
+                stored = client.evalsha(_PUSH_SHA, 1, self.name, *payloads)
+        if stored != len(payloads):
+            raise QueueError(
+                f"redis queue {self.name} at {self.server}: push stored {stored!r} "
+                f"of {len(payloads)} payloads"
+            )
 
     def take(self, max_items: int, timeout_s: float) -> list[Taken]:
         """Reclaim overdue entries first, else block on new ones for up to ``timeout_s``."""

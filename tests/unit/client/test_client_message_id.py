@@ -36,6 +36,12 @@ def test_ids_are_unique_and_sort_by_creation_time() -> None:
     assert len({i[10:] for i in ids}) == 2000  # the random part differs, too
 
 
+def test_every_digit_of_the_random_part_is_drawn_from_all_32() -> None:
+    ids = [new_message_id() for _ in range(1000)]
+    for position in range(10, 26):
+        assert {i[position] for i in ids} == set(_CROCKFORD)
+
+
 @pytest.mark.parametrize(
     "fork",
     [

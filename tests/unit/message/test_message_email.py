@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -229,6 +230,46 @@ def test_validate_checks_lists_changed_in_place() -> None:
         email.validate()
 
 
+def test_validate_catches_in_place_changes_made_after_an_earlier_validate() -> None:
+    email = simple(cc="carol@example.com", headers={"X-Tag": "a"})
+    email.validate()  # remembers what it checked
+    email.to.append("not an address")
+    with pytest.raises(AddressError, match="to: 'not an address'"):
+        email.validate()
+    email.to.pop()
+    email.validate()
+    email.cc[0] = "Carol <carol@>"  # same length, other contents
+    with pytest.raises(AddressError, match="cc"):
+        email.validate()
+    email.cc[0] = "carol@example.com"
+    for field in ("bcc", "reply_to", "read_receipt"):
+        getattr(email, field).insert(0, 42)
+        with pytest.raises(AddressError, match=f"{field}: 42 is not a string"):
+            email.validate()
+        getattr(email, field).clear()
+    email.validate()
+    email.headers["Subject"] = "sneaked in"
+    with pytest.raises(HeaderError, match="subject"):
+        email.validate()
+    del email.headers["Subject"]
+    email.validate()
+
+
+def test_an_address_added_in_place_is_checked_against_smtputf8() -> None:
+    email = simple(smtputf8=True)
+    email.validate()
+    email.to.append("jörg@example.com")
+    email.validate()  # fine while smtputf8 is on
+    with pytest.raises(AddressError, match="SMTPUTF8"):
+        email.smtputf8 = False  # turning it off checks every address again
+    assert email.smtputf8 is True
+    plain = simple()
+    plain.validate()
+    plain.cc.append("jörg@example.com")
+    with pytest.raises(AddressError, match="SMTPUTF8"):
+        plain.validate()
+
+
 def test_validate_refuses_text_that_is_not_unicode() -> None:
     email = simple(text="broken \udc80 surrogate")
     with pytest.raises(MessageError, match="text is not valid Unicode"):
@@ -283,6 +324,15 @@ def test_message_id_without_from_uses_a_local_domain() -> None:
     assert Email().message_id.endswith("@postroom.local>")
 
 
+def test_message_id_takes_the_domain_of_the_from_address_at_that_moment() -> None:
+    email = simple()
+    email.from_ = "Other <news@other.example>"
+    assert email.message_id.endswith("@other.example>")
+    cleared = simple()
+    cleared.from_ = None
+    assert cleared.message_id.endswith("@postroom.local>")
+
+
 def test_date_is_aware_whole_seconds_and_stable() -> None:
     before = datetime.now(UTC).replace(microsecond=0)
     email = simple()
@@ -296,6 +346,46 @@ def test_to_bytes_renders_the_same_message_every_time() -> None:
     email = simple(subject="x", html="<p>hi</p>")
     email.attach(b"data", "a.bin")
     assert email.to_bytes() == email.to_bytes()
+
+
+def _rich_email() -> Email:
+    email = Email(
+        from_='"Doe, Jörg" <jorg@exämple.com>',
+        sender="bounces@example.com",
+        to=["ünï@example.com", "Bob <bob@example.com>"],
+        cc="carol@example.com",
+        bcc=["audit@example.com"],
+        reply_to="help@example.com",
+        read_receipt="jorg@example.com",
+        subject='Grüße ✓ "quoted" \\ back\tslash \x01 😀',
+        text="line one\nline two \u2028 naïve",
+        html="<p>&amp; </script></p>",
+        headers={"X-Campaign": "welcome", "X-Note": 'Ünïcode "quoted"'},
+        priority=-7,
+        smtputf8=True,
+        auto_text=False,
+    )
+    email.attach(b"\x00\xff", "a.bin")
+    email.attach(b"\x89PNG", "logo.png", inline=True)
+    return email
+
+
+@pytest.mark.parametrize(
+    "make",
+    [simple, Email, _rich_email, lambda: simple(priority=2**70, html="<b>x</b>", text=None)],
+)
+def test_to_json_is_exactly_the_json_of_to_dict(make: Any) -> None:
+    email = make()
+    reference = json.dumps(email.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    assert email.to_json() == reference
+    assert json.loads(email.to_json()) == email.to_dict()
+
+
+def test_to_json_of_a_list_changed_in_place_into_non_strings_still_matches() -> None:
+    email = simple()
+    email.to.append(42)  # type: ignore[arg-type]  # validate() would refuse it
+    reference = json.dumps(email.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    assert email.to_json() == reference
 
 
 def test_ensure_identity_assigns_both() -> None:
