@@ -22,7 +22,8 @@ A failed batch stays at the front of the buffer and is pushed again, with whatev
 nothing is dropped, and an engine that stored part of a failed batch sees those ids twice
 (ingest is idempotent on the id). The buffer counts items being pushed too, so ``buffer`` bounds
 everything the process holds; when it is full, ``submit()`` waits up to ``enqueue_timeout_s`` and
-then raises :class:`~postroom.errors.BufferFullError`.
+then raises :class:`~postroom.errors.BufferFullError`. A batch takes at most half the buffer (and
+at most ``MAX_BATCH``), so callers keep filling the other half while a batch is on its way.
 
 Processes: at interpreter exit every outbox is flushed for up to its ``flush_timeout_s``, with
 a warning naming how many emails could not be pushed. Across ``os.fork()`` the buffer lock is
@@ -158,6 +159,7 @@ class Outbox:
             self._factory = queue
             self.engine_label = _UNOPENED_LABEL
         self._buffer: Buffer[_Item] = Buffer(self.capacity)
+        self._batch_max = min(MAX_BATCH, max(1, self.capacity // 2))
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -255,7 +257,7 @@ class Outbox:
         payloads: list[bytes] = []
         while True:
             if covered == 0:
-                items = self._buffer.next_batch(MAX_BATCH)
+                items = self._buffer.next_batch(self._batch_max)
                 if items is None:
                     return
             else:  # retrying: the failed batch is still at the front; take what arrived since

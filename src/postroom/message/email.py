@@ -239,17 +239,26 @@ class Email(EmailFields):
             return _JSON.encode(self.to_dict())
 
     def _json_text(self) -> str:
-        text, lst, enc = _json_or_null, _json_list, _JSON.encode
+        # Spelled out with inline conditions: this runs on every enqueue().
+        s, lst, enc = _json_str, _json_list, _JSON.encode
+        message_id, date = self._message_id, self._date_iso
+        assert message_id is not None and date is not None  # to_json() assigned them
         return (
-            f'{{"v":{VERSION},"from":{text(self._from)},"sender":{text(self._sender)},'
-            f'"to":{lst(self._to)},"cc":{lst(self._cc)},"bcc":{lst(self._bcc)},'
-            f'"reply_to":{lst(self._reply_to)},"read_receipt":{lst(self._read_receipt)},'
-            f'"subject":{_json_str(self._subject)},"text":{text(self._text)},'
-            f'"html":{text(self._html)},"headers":{enc(self._headers) if self._headers else "{}"},'
-            f'"priority":{int.__repr__(self._priority)},'
+            f'{{"v":{VERSION},"from":{"null" if self._from is None else s(self._from)},'
+            f'"sender":{"null" if self._sender is None else s(self._sender)},'
+            f'"to":{lst(self._to) if self._to else "[]"},'
+            f'"cc":{lst(self._cc) if self._cc else "[]"},'
+            f'"bcc":{lst(self._bcc) if self._bcc else "[]"},'
+            f'"reply_to":{lst(self._reply_to) if self._reply_to else "[]"},'
+            f'"read_receipt":{lst(self._read_receipt) if self._read_receipt else "[]"},'
+            f'"subject":{s(self._subject)},'
+            f'"text":{"null" if self._text is None else s(self._text)},'
+            f'"html":{"null" if self._html is None else s(self._html)},'
+            f'"headers":{enc(self._headers) if self._headers else "{}"},'
+            f'"priority":{self._priority:d},'
             f'"smtputf8":{"true" if self._smtputf8 else "false"},'
             f'"auto_text":{"true" if self._auto_text else "false"},'
-            f'"message_id":{text(self._message_id)},"date":{text(self._date_iso)},'
+            f'"message_id":{s(message_id)},"date":{s(date)},'
             f'"attachments":{enc(self._attachment_dicts()) if self._attachments else "[]"}}}'
         )
 
@@ -304,9 +313,7 @@ class Email(EmailFields):
         return f"Email({', '.join(parts)})"
 
 
-def _json_or_null(value: str | None) -> str:
-    return "null" if value is None else _json_str(value)
-
-
 def _json_list(values: list[str]) -> str:
-    return f"[{','.join(map(_json_str, values))}]" if values else "[]"
+    if len(values) == 1:
+        return f"[{_json_str(values[0])}]"
+    return f"[{','.join(map(_json_str, values))}]"
