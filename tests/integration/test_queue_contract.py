@@ -466,6 +466,30 @@ def test_redis_push_loads_its_script_where_the_server_lacks_it(
     admin.close()
 
 
+def test_redis_push_runs_one_script_per_8_mib_and_keeps_order() -> None:
+    from postroom.queue.redis import _SCRIPT_MAX_BYTES, _parts
+
+    small = [b"x" * 600] * 500
+    assert [len(part) for part in _parts(small, _SCRIPT_MAX_BYTES)] == [500]  # the usual batch
+    sizes = [3, 3, 9, 1, 2]
+    payloads = [b"p" * n for n in sizes]
+    parts = [[len(p) for p in part] for part in _parts(payloads, 5)]
+    assert parts == [[3], [3], [9], [1, 2]]  # in order; the oversized payload runs alone
+
+
+@pytest.mark.redis
+def test_redis_push_of_a_batch_over_the_script_limit_stores_everything_in_order(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postroom.queue import redis as redis_engine
+
+    monkeypatch.setattr(redis_engine, "_SCRIPT_MAX_BYTES", 100)
+    payloads = [b"%02d" % n + b"y" * 28 for n in range(10)] + [b"z" * 500]
+    with redis_engine.RedisQueue(redis_url, name=redis_prefix) as queue:
+        queue.push(payloads)
+        assert [i.payload for i in queue.take(20, timeout_s=1.0)] == payloads
+
+
 def _start_redis(port: int) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     assert binary is not None

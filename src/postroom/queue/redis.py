@@ -14,9 +14,11 @@ under its own consumer name. An entry moves through these states::
 ``push`` stores a batch with one server-side script (``EVALSHA``, loaded again after ``NOSCRIPT``)
 that XADDs every payload: one round trip, and all or nothing, since Redis runs a script as one
 unit and the only XADD failures (a key of another type, the memory limit) hit the first entry,
-before anything is written. A batch whose reply is lost is pushed again whole by the caller (at
-least once). Acknowledged entries are deleted, so ``size`` is the stream length; un-acknowledged
-entries are never trimmed.
+before anything is written. Only a batch of more than 8 MiB is split, into scripts of up to 8 MiB
+each (or one payload), which keeps a script short and within the server's query buffer limit; a
+failure then may have stored the first parts. A batch whose reply is lost is pushed again whole
+by the caller (at least once). Acknowledged entries are deleted, so ``size`` is the stream length;
+un-acknowledged entries are never trimmed.
 
 Failures of the server or the network are raised as :class:`~postroom.errors.QueueError` naming
 ``host:port`` (never the password); no call hangs longer than a few seconds on a dead server.
@@ -81,6 +83,8 @@ return #ARGV
     % _FIELD
 )
 _PUSH_SHA = hashlib.sha1(_PUSH_SCRIPT).hexdigest()
+#: payload bytes per script run: Redis runs nothing else meanwhile, and buffers the whole command
+_SCRIPT_MAX_BYTES = 8 * 1024 * 1024
 
 
 class RedisQueue(QueueEngine):
@@ -134,21 +138,22 @@ class RedisQueue(QueueEngine):
     # -- public contract -------------------------------------------------------------------------
 
     def push(self, payloads: Sequence[bytes]) -> None:
-        """XADD every payload in one script run: one round trip, the whole batch or nothing."""
+        """XADD every payload in one script run (per 8 MiB): one round trip, all or nothing."""
         if not payloads:
             return
         client = self._redis()
-        with self._errors("push"):
-            try:
-                stored = client.evalsha(_PUSH_SHA, 1, self.name, *payloads)
-            except redis_lib.exceptions.NoScriptError:  # a new or restarted server
-                client.script_load(_PUSH_SCRIPT)
-                stored = client.evalsha(_PUSH_SHA, 1, self.name, *payloads)
-        if stored != len(payloads):
-            raise QueueError(
-                f"redis queue {self.name} at {self.server}: push stored {stored!r} "
-                f"of {len(payloads)} payloads"
-            )
+        for part in _parts(payloads, _SCRIPT_MAX_BYTES):
+            with self._errors("push"):
+                try:
+                    stored = client.evalsha(_PUSH_SHA, 1, self.name, *part)
+                except redis_lib.exceptions.NoScriptError:  # a new or restarted server
+                    client.script_load(_PUSH_SCRIPT)
+                    stored = client.evalsha(_PUSH_SHA, 1, self.name, *part)
+            if stored != len(part):
+                raise QueueError(
+                    f"redis queue {self.name} at {self.server}: push stored {stored!r} "
+                    f"of {len(part)} payloads"
+                )
 
     def take(self, max_items: int, timeout_s: float) -> list[Taken]:
         """Reclaim overdue entries first, else block on new ones for up to ``timeout_s``."""
@@ -318,6 +323,21 @@ class RedisQueue(QueueEngine):
             raise QueueError(
                 f"redis queue {self.name} at {self.server}: {action} failed: {detail}"
             ) from exc
+
+
+def _parts(payloads: Sequence[bytes], max_bytes: int) -> Iterator[Sequence[bytes]]:
+    """``payloads`` in order, in runs of at most ``max_bytes`` (a larger payload runs alone);
+    a batch within the limit is given back whole, not copied."""
+    if sum(map(len, payloads)) <= max_bytes:
+        yield payloads
+        return
+    start, size = 0, 0
+    for end, payload in enumerate(payloads):
+        if size and size + len(payload) > max_bytes:
+            yield payloads[start:end]
+            start, size = end, 0
+        size += len(payload)
+    yield payloads[start:]
 
 
 def _text(value: object) -> str:
