@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from postroom.store import (
     Finish,
     NewMessage,
     Store,
+    batch,
     open_store,
 )
 from postroom.store.migrations import Step, upgrade
@@ -115,7 +117,7 @@ def store(store_url: str) -> Iterator[Store]:
 
 def test_migrate_creates_the_public_schema_and_is_idempotent(store: Store) -> None:
     store.migrate()
-    assert store.schema_version() == SCHEMA_VERSION == 1
+    assert store.schema_version() == SCHEMA_VERSION == 2
     with store._engine.connect() as conn:
         tables = set(inspect(conn).get_table_names())
         columns = {c["name"] for c in inspect(conn).get_columns("messages")}
@@ -158,11 +160,12 @@ def test_upgrade_applies_pending_steps_in_order(store: Store) -> None:
     def add_column(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE messages ADD COLUMN campaign TEXT")
 
-    steps = [Step(2, "messages.campaign", add_column)]
+    nxt = SCHEMA_VERSION + 1
+    steps = [Step(nxt, "messages.campaign", add_column)]
     with store._engine.begin() as conn:
-        assert upgrade(conn, latest=2, steps=steps) == 2
-        assert upgrade(conn, latest=2, steps=steps) == 2  # nothing left to do
-    assert store.schema_version() == 2
+        assert upgrade(conn, latest=nxt, steps=steps) == nxt
+        assert upgrade(conn, latest=nxt, steps=steps) == nxt  # nothing left to do
+    assert store.schema_version() == nxt
     with store._engine.connect() as conn:
         assert "campaign" in {c["name"] for c in inspect(conn).get_columns("messages")}
     with pytest.raises(StoreError, match="newer than this postroom"):
@@ -170,8 +173,9 @@ def test_upgrade_applies_pending_steps_in_order(store: Store) -> None:
 
 
 def test_upgrade_refuses_a_gap_in_the_steps(store: Store) -> None:
+    gap = SCHEMA_VERSION + 2  # no step for SCHEMA_VERSION + 1
     with store._engine.begin() as conn, pytest.raises(StoreError, match="upgrade path"):
-        upgrade(conn, latest=3, steps=[Step(3, "x", lambda c: None)])
+        upgrade(conn, latest=gap, steps=[Step(gap, "x", lambda c: None)])
 
 
 def test_migrate_refuses_foreign_tables(store_url: str) -> None:
@@ -180,6 +184,44 @@ def test_migrate_refuses_foreign_tables(store_url: str) -> None:
             conn.exec_driver_sql("CREATE TABLE messages (id TEXT PRIMARY KEY)")
         with pytest.raises(StoreError, match="not created by postroom"):
             s.migrate()
+
+
+V1_FINISHED_INDEX = (
+    "CREATE INDEX ix_messages_finished ON messages (status, updated_at) "
+    "WHERE status IN ('sent', 'failed', 'expired', 'cancelled')"
+)
+
+
+def finished_index_sql(s: Store) -> str:
+    with s._engine.connect() as conn:
+        if s.dialect == "sqlite":
+            query = "SELECT sql FROM sqlite_master WHERE name = 'ix_messages_finished'"
+        else:
+            query = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_messages_finished'"
+        return str(conn.exec_driver_sql(query).scalar_one())
+
+
+def test_migrate_upgrades_a_version_1_database(store: Store) -> None:
+    # a version 1 database: the finished-rows index named the final statuses one by one
+    with store._engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_messages_finished")
+        conn.exec_driver_sql(V1_FINISHED_INDEX)
+        conn.exec_driver_sql("UPDATE schema_version SET version = 1")
+    assert store.schema_version() == 1
+    store.insert_messages([new("m1"), new("m2")])
+    store.cancel("m1", at(1))
+
+    store.migrate()
+    assert store.schema_version() == 2
+    with store._engine.connect() as conn:
+        steps = conn.exec_driver_sql("SELECT version FROM schema_version ORDER BY 1").all()
+    assert [v for (v,) in steps] == [1, 2]
+    index = finished_index_sql(store)
+    assert "sending" in index and "cancelled" not in index
+    assert store.get("m2").status == "queued"
+    assert store.purge(at(2)) == 1
+    store.migrate()  # idempotent
+    assert store.schema_version() == 2
 
 
 # -- ingest ------------------------------------------------------------------------------------
@@ -439,6 +481,63 @@ def test_expire_overdue_only_touches_queued_rows_past_expiry(store: Store) -> No
     assert store.get("busy").status == "sending"
 
 
+def test_times_in_any_zone_and_on_whole_seconds_come_back_as_utc(store: Store) -> None:
+    east, west = timezone(timedelta(hours=2)), timezone(timedelta(hours=-5))
+    whole = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    store.insert_messages([new("m1", created_at=whole.astimezone(east), send_after=whole)])
+    [claimed] = store.claim_due("A", 1, 60, whole.astimezone(west))
+    assert (claimed.created_at, claimed.created_at.tzinfo) == (whole, UTC)
+    done = replace(
+        sent("m1", at_time=(whole + timedelta(seconds=5)).astimezone(west)),
+        attempt=attempt(ended=(whole + timedelta(seconds=4)).astimezone(east)),
+    )
+    assert store.finish("A", [done]) == 1
+    info = store.get("m1")
+    assert (info.sent_at, info.sent_at.tzinfo) == (whole + timedelta(seconds=5), UTC)
+    assert (info.created_at, info.due_at) == (whole, whole)
+    [a] = store.attempts("m1")
+    assert (a.started_at, a.ended_at) == (
+        whole + timedelta(seconds=3),
+        whole + timedelta(seconds=4),
+    )
+    assert a.ended_at is not None and a.ended_at.tzinfo == UTC
+
+
+def test_finish_without_any_attempt_and_naive_times_refused(store: Store) -> None:
+    store.insert_messages([new("m1"), new("m2")])
+    store.claim_due("A", 2, 60, at(0))
+    gone = Finish(
+        id="m1",
+        status="expired",
+        attempt=None,
+        count_fail=False,
+        failure="too late",
+        next_attempt_at=None,
+        pending_recipients=None,
+        sent_at=None,
+    )
+    with pytest.raises(StoreError, match="'m2': sent_at must be a timezone-aware"):
+        store.finish("A", [gone, replace(sent("m2"), sent_at=datetime(2026, 3, 1))])
+    assert store.get("m1").status == "sending"  # nothing of the refused batch was written
+    assert store.finish("A", [gone]) == 1
+    assert (store.get("m1").status, store.attempts("m1")) == ("expired", [])
+    with pytest.raises(StoreError, match="now must be a timezone-aware"):
+        store.release("A", ["m2"], datetime(2026, 3, 1))
+    assert store.release("A", ["m2", "m2", "nope"], at(1)) == 1
+
+
+def test_recipients_with_quotes_and_non_ascii_round_trip(store: Store) -> None:
+    odd = ['"quoted name"@example.com', "jürgen@bücher.example", "back\\slash@example.com"]
+    store.insert_messages([new("m1", recipients=odd)])
+    assert store.get("m1").recipients == odd
+    [claimed] = store.claim_due("A", 1, 60, at(0))
+    assert claimed.recipients == odd
+    store.finish("A", [retry_later("m1", at(10), pending=odd[1:])])
+    assert store.get("m1").pending_recipients == odd[1:]
+    [again] = store.claim_due("A", 1, 60, at(10))
+    assert again.recipients == odd[1:]
+
+
 # -- operator actions --------------------------------------------------------------------------
 
 
@@ -642,3 +741,56 @@ def test_sqlite_claim_plan_walks_the_partial_index_without_sorting(tmp_path: Pat
     assert fresh[1] == "SCAN messages USING INDEX ix_messages_claim"
     assert not any("TEMP B-TREE" in step for step in fresh[1:3])
     assert any("ix_messages_lease" in step for step in steps)
+
+
+def test_sqlite_writes_wait_for_the_write_lock_file(tmp_path: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    path = tmp_path / "p.db"
+    with open_store(f"sqlite:///{path}") as s:
+        s.migrate()
+        lock_file = Path(f"{path}.lock")
+        assert lock_file.exists()
+        fd = os.open(lock_file, os.O_RDWR)
+        inserted: list[int] = []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another process holds the write lock
+            writer = threading.Thread(
+                target=lambda: inserted.append(s.insert_messages([new("m1")]))
+            )
+            writer.start()
+            writer.join(0.3)
+            assert writer.is_alive() and inserted == []
+            with pytest.raises(NotFoundError):  # reads do not wait for the lock
+                s.get("m1")
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        writer.join(10)
+        assert inserted == [1]
+
+
+@pytest.mark.postgres
+def test_postgres_claim_and_finish_plans_do_not_depend_on_statistics(postgres_url: str) -> None:
+    with open_store(postgres_url) as s:
+        s.migrate()
+        s.insert_messages([new(f"m{i:04d}", created_at=at(i)) for i in range(300)])
+        claimed = s.claim_due("A", 50, 60, at(400))
+        assert [c.id for c in claimed] == [f"m{i:04d}" for i in range(50)]
+        with s._engine.connect() as conn:  # never analyzed: the planner has no statistics
+            reltuples = conn.exec_driver_sql(
+                "SELECT reltuples FROM pg_class WHERE relname = 'messages'"
+            ).scalar_one()
+            assert reltuples < 0
+            conn.exec_driver_sql(batch._PLAN_SETTINGS)
+            claim = "\n".join(
+                row[0]
+                for row in conn.exec_driver_sql(
+                    "EXPLAIN " + batch.claim_sql("postgresql", 50),
+                    {"now": at(400), "owner": "B", "lease_until": at(500)},
+                )
+            )
+            conn.rollback()
+        fresh = claim[claim.index("CTE fresh") :]
+        assert "Index Scan using ix_messages_claim" in fresh.splitlines()[3], claim
+        assert "Sort" not in "\n".join(fresh.splitlines()[:4])
+        assert "JIT" not in claim

@@ -1,7 +1,8 @@
 """Several claimers on one database: every row is claimed exactly once.
 
-SQLite: two OS processes on one file (``BEGIN IMMEDIATE`` serialises them). PostgreSQL: three
-threads with their own connections (``FOR UPDATE SKIP LOCKED`` lets them pass each other).
+SQLite: two OS processes on one file (the store's write lock file and ``BEGIN IMMEDIATE``
+serialise them). PostgreSQL: three threads with their own connections (``FOR UPDATE SKIP
+LOCKED`` lets them pass each other).
 """
 
 from __future__ import annotations
@@ -38,6 +39,84 @@ while True:
 store.close()
 print(json.dumps(claimed), flush=True)
 """
+
+
+WORKER = """
+import json, sys
+from datetime import UTC, datetime, timedelta
+import postroom.store.engine
+postroom.store.engine.BUSY_TIMEOUT_MS = 0  # any wait in SQLite's busy handler is an error here
+from postroom.errors import StoreError
+from postroom.store import AttemptRecord, Finish, NewMessage, open_store
+
+url, owner, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+store = open_store(url)
+store.migrate()
+print("ready", flush=True)
+sys.stdin.readline()  # start signal: both processes write at the same time
+
+
+def sent(row_id):
+    attempt = AttemptRecord(now, now, "sent", 250, "2.0.0", "ok", owner, ["r@example.com"])
+    return Finish(row_id, "sent", attempt, False, None, None, None, now)
+
+
+claimed, finished, errors = [], 0, []
+for start in range(0, count, 50):
+    rows = [
+        NewMessage(
+            id=f"{owner}-{i:05d}", status="queued", priority=i % 3, created_at=now,
+            send_after=now, expires_at=now + timedelta(hours=1), mail_from="s@example.com",
+            recipients=["r@example.com"], subject="", message_id=None, data=b"x" * 2048,
+        )
+        for i in range(start, min(start + 50, count))
+    ]
+    try:
+        store.insert_messages(rows)
+        batch = store.claim_due(owner, 40, 600, now)
+        claimed.extend(row.id for row in batch)
+        finished += store.finish(owner, [sent(row.id) for row in batch])
+    except StoreError as exc:
+        errors.append(str(exc))
+while True:
+    try:
+        batch = store.claim_due(owner, 40, 600, now)
+    except StoreError as exc:
+        errors.append(str(exc))
+        continue
+    if not batch:
+        break
+    claimed.extend(row.id for row in batch)
+    finished += store.finish(owner, [sent(row.id) for row in batch])
+store.close()
+print(json.dumps({"claimed": claimed, "finished": finished, "errors": errors}), flush=True)
+"""
+
+
+def start_together(script: str, args: list[list[str]]) -> list[dict[str, object]]:
+    """Run ``script`` in one process per argument list, released at the same moment."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for argv in args
+    ]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=90)
+        assert proc.returncode == 0
+        results.append(json.loads(out))
+    return results
 
 
 def fill(store: Store, count: int) -> list[str]:
@@ -138,3 +217,17 @@ def test_threads_share_one_sqlite_store(tmp_path: Path) -> None:
         ids = fill(store, 600)
         results = claim_in_threads(store, ["T1", "T2", "T3"], T0 + timedelta(seconds=1))
         assert_each_claimed_once(ids, results)
+
+
+def test_two_processes_insert_claim_and_finish_without_busy_errors(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    results = start_together(WORKER, [[url, "P1", "1500"], [url, "P2", "1500"]])
+    assert [r["errors"] for r in results] == [[], []]
+    per_owner = {f"P{i + 1}": list(r["claimed"]) for i, r in enumerate(results)}  # type: ignore[call-overload]
+    ids = sorted(f"{owner}-{i:05d}" for owner in ("P1", "P2") for i in range(1500))
+    assert_each_claimed_once(ids, per_owner)
+    assert sum(int(r["finished"]) for r in results) == 3000  # type: ignore[call-overload]
+    with open_store(url) as store:
+        stats = store.stats(None, T0)
+        assert stats.counts["sent"] == 3000 and stats.attempts == 3000
+        assert sum(stats.counts.values()) == 3000

@@ -1,28 +1,50 @@
 """Turning a database URL into a configured SQLAlchemy engine, and the transaction helpers.
 
-SQLite connections get ``journal_mode=WAL``, ``synchronous=NORMAL``, ``busy_timeout=30000`` and
-``foreign_keys=ON``. pysqlite's own transaction handling is switched off (``isolation_level =
+SQLite connections get ``journal_mode=WAL``, ``synchronous=NORMAL``, ``busy_timeout=30000``,
+``foreign_keys=ON``, ``secure_delete=FAST`` (deleted content is zeroed where that costs no extra
+page writes; some builds default to the full, slower ``ON``) and ``temp_store=MEMORY``. A new
+database file gets 16 KiB pages: a message row with a few KB of payload then shares its page with
+others, so a batch of claims writes a few large pages instead of one 4 KiB page per row (each
+page written costs a WAL frame, and the frames are copied again at checkpoint). Existing files
+keep their page size. pysqlite's own transaction handling is switched off (``isolation_level =
 None``) and the store emits ``BEGIN`` itself: ``BEGIN IMMEDIATE`` for write transactions (so a
 transaction that reads and then writes never fails with SQLITE_BUSY half way), plain ``BEGIN``
-for reads. PostgreSQL uses psycopg 3 with a pre-ping on checkout, so connections broken while
-idle are replaced instead of failing the next call.
+for reads.
+
+PostgreSQL uses psycopg 3. A connection that sat idle in the pool for more than
+:data:`IDLE_PING_S` is pinged on checkout and replaced if the server dropped it, so connections
+broken while idle do not fail the next call, and busy connections skip the extra round trip.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
 
 from postroom.errors import StoreError
 
-__all__ = ["BUSY_TIMEOUT_MS", "WRITE_OPTION", "make_engine", "normalise_url"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "IDLE_PING_S",
+    "SQLITE_PAGE_SIZE",
+    "WRITE_OPTION",
+    "lock_path",
+    "make_engine",
+    "normalise_url",
+]
 
 BUSY_TIMEOUT_MS = 30_000
+#: page size of new SQLite database files
+SQLITE_PAGE_SIZE = 16_384
+#: a PostgreSQL connection idle in the pool longer than this is pinged before use
+IDLE_PING_S = 1.0
 #: execution option that makes the SQLite ``begin`` hook emit ``BEGIN IMMEDIATE``
 WRITE_OPTION = "postroom_write"
 
@@ -52,14 +74,48 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     """A configured engine for ``url``; creates the parent folder of a SQLite file."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(
+        engine = create_engine(
             parsed,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
             connect_args={"connect_timeout": 10},
         )
+        event.listen(engine, "checkin", _remember_checkin)
+        event.listen(engine, "checkout", _ping_if_idle(engine))
+        return engine
     return _sqlite_engine(parsed, pool_size)
+
+
+def lock_path(engine: Engine) -> str | None:
+    """The sidecar write-lock file of a SQLite file database (``None`` otherwise)."""
+    database = engine.url.database or ""
+    if engine.dialect.name != "sqlite" or database in ("", ":memory:"):
+        return None
+    return f"{Path(database).expanduser()}.lock"
+
+
+def _remember_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine) -> Any:
+    """A checkout hook that pings connections idle longer than :data:`IDLE_PING_S`; raising
+    :class:`DisconnectionError` makes the pool discard the connection and open another.
+    """
+    errors = engine.dialect.loaded_dbapi.Error
+
+    def ping(
+        dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except errors as exc:
+            raise DisconnectionError(f"connection dropped while idle: {exc}") from exc
+
+    return ping
 
 
 def _sqlite_engine(url: URL, pool_size: int) -> Engine:
@@ -85,9 +141,12 @@ def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, record: ConnectionP
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")  # before WAL creates the file
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA secure_delete = FAST")
+        cursor.execute("PRAGMA temp_store = MEMORY")
     finally:
         cursor.close()
 

@@ -30,7 +30,7 @@ from postroom.store.schema import metadata, schema_version
 __all__ = ["LOCK_KEY", "SCHEMA_VERSION", "UPGRADES", "Step", "current_version", "upgrade"]
 
 #: version of the schema that :mod:`postroom.store.schema` describes
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: PostgreSQL advisory lock key taken by ``migrate()`` ("postroom" in ASCII)
 LOCK_KEY = 0x706F7374726F6F6D
 
@@ -44,8 +44,23 @@ class Step:
     apply: Callable[[Connection], None]
 
 
+def _finished_index_without_in_list(conn: Connection) -> None:
+    """Version 2: ``ix_messages_finished`` selects finished rows as ``status NOT IN ('queued',
+    'sending')`` instead of naming the four final statuses. SQLite evaluates an ``IN`` list of
+    more than two values through a temporary table for every row it writes, which made each
+    insert and finish pay for this index even when the row was not finished.
+    """
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_messages_finished")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_messages_finished ON messages (status, updated_at) "
+        "WHERE status NOT IN ('queued', 'sending')"
+    )
+
+
 #: upgrade steps after version 1, in order (version 1 is the initial schema)
-UPGRADES: tuple[Step, ...] = ()
+UPGRADES: tuple[Step, ...] = (
+    Step(2, "finished-rows index without an IN list", _finished_index_without_in_list),
+)
 
 
 def current_version(conn: Connection) -> int:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 __all__ = [
+    "ACTIVE_STATUSES",
     "FINAL_STATUSES",
     "FINISH_STATUSES",
     "STATUSES",
@@ -23,6 +24,8 @@ __all__ = [
 
 #: every value of ``messages.status``, in lifecycle order
 STATUSES: tuple[str, ...] = ("queued", "sending", "sent", "failed", "expired", "cancelled")
+#: statuses of messages still on their way (every other status is final)
+ACTIVE_STATUSES: tuple[str, ...] = ("queued", "sending")
 #: statuses a message never leaves on its own (``retry`` can queue failed/expired ones again)
 FINAL_STATUSES: tuple[str, ...] = ("sent", "failed", "expired", "cancelled")
 #: statuses a dispatcher may write with :meth:`Store.finish`

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, Connection, Float, and_, cast, func, or_, select, true
 
-from postroom.store.records import FINAL_STATUSES, STATUSES, Stats
-from postroom.store.schema import attempts, messages, status_is
+from postroom.store.records import STATUSES, Stats
+from postroom.store.schema import attempts, messages, status_finished, status_is
 
 __all__ = ["PERCENTILES", "collect"]
 
@@ -45,7 +45,7 @@ def _counts(conn: Connection, since: datetime | None) -> dict[str, int]:
             counts[status] = int(
                 conn.execute(select(func.count()).where(status_is(status))).scalar_one()
             )
-        by_status = select(m.c.status, func.count()).where(status_is(*FINAL_STATUSES))
+        by_status = select(m.c.status, func.count()).where(status_finished())
     for status, count in conn.execute(by_status.group_by(m.c.status)):
         counts[str(status)] = int(count)
     return counts

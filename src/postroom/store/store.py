@@ -26,48 +26,39 @@ threads and several processes at once. Database failures raise
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Row,
-    bindparam,
-    case,
-    delete,
-    func,
-    insert,
-    select,
-    union_all,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
-from sqlalchemy.types import Integer, Text
+from sqlalchemy.types import Text
 
 from postroom.errors import NotFoundError, StoreError
+from postroom.store import batch
 from postroom.store import stats as stats_queries
-from postroom.store.engine import WRITE_OPTION, make_engine
+from postroom.store.convert import sqlite_time
+from postroom.store.engine import WRITE_OPTION, lock_path, make_engine
+from postroom.store.locking import WriteLock
 from postroom.store.migrations import LOCK_KEY, current_version, upgrade
 from postroom.store.records import (
-    FINAL_STATUSES,
-    FINISH_STATUSES,
     AttemptInfo,
-    AttemptRecord,
     Claimed,
     Finish,
     MessageInfo,
     NewMessage,
     Stats,
 )
-from postroom.store.schema import JSONList, UTCDateTime, attempts, messages, status_is
+from postroom.store.schema import UTCDateTime, attempts, messages, status_finished, status_is
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    import psycopg
 
 __all__ = ["Store", "open_store"]
 
 m = messages
-_INSERT_STATUSES = ("queued", "failed")
 _RETRYABLE = ("failed", "expired")
 
 
@@ -89,6 +80,10 @@ class Store:
         self.dialect: str = engine.dialect.name
         #: the database URL with the password hidden, for messages and logs
         self.url: str = engine.url.render_as_string(hide_password=True)
+        self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self._to_db = batch.time_converter(self.dialect)
+        #: SQLite: one writer at a time across threads and processes (see ``locking``)
+        self._writer = WriteLock(lock_path(engine)) if self.dialect == "sqlite" else None
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -110,6 +105,8 @@ class Store:
             raise StoreError(f"database {self.url}: {exc.orig}") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"database {self.url}: {exc}") from exc
+        except self._driver_error as exc:  # raised by the batch statements on the driver
+            raise StoreError(f"database {self.url}: {exc}") from exc
 
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
@@ -123,11 +120,37 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        """One write transaction: ``BEGIN IMMEDIATE`` on SQLite; commits unless the block raises."""
+        """One write transaction: ``BEGIN IMMEDIATE`` on SQLite, under the store's write lock;
+        commits unless the block raises.
+        """
         with self._connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
+            with self._writer.held() if self._writer else nullcontext(), conn.begin():
                 yield conn
+
+    @contextmanager
+    def _sqlite_write(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_write`, handing out the driver connection for the batch statements."""
+        with self._write() as conn:
+            yield cast("sqlite3.Connection", conn.connection.driver_connection)
+
+    @contextmanager
+    def _postgres(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled driver connection for one batch statement that commits itself; rolled back
+        (or discarded, when the server dropped it) if the block raises.
+        """
+        with self._connect() as conn:
+            dbapi = cast("psycopg.Connection[Any]", conn.connection.driver_connection)
+            try:
+                yield dbapi
+            except BaseException:
+                try:
+                    if dbapi.closed:
+                        raise ConnectionError("closed")
+                    dbapi.rollback()
+                except Exception:
+                    conn.invalidate()
+                raise
 
     # -- schema ---------------------------------------------------------------------------------
 
@@ -157,17 +180,14 @@ class Store:
         """
         if not rows:
             return 0
-        now = datetime.now(UTC)
-        params = [_new_row(row, now) for row in rows]
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = (
-            dialect_insert(m)
-            .on_conflict_do_nothing(index_elements=[m.c.id])
-            .execution_options(preserve_rowcount=True)
-        )
-        with self._write() as conn:
-            # executemany, not one multi-row VALUES: the driver caches the small statement
-            return int(conn.execute(stmt, params).rowcount)
+        to_db = self._to_db
+        now = to_db(datetime.now(UTC))
+        params = [batch.new_row(row, now, to_db) for row in rows]
+        if self.dialect == "postgresql":
+            with self._postgres() as dbapi:
+                return batch.insert(dbapi, params)
+        with self._sqlite_write() as sqlite_dbapi:
+            return batch.insert(sqlite_dbapi, params)
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -184,21 +204,18 @@ class Store:
             raise StoreError(f"lease_s must be positive, got {lease_s!r}")
         if limit <= 0:
             return []
-        params = {
-            "b_owner": owner,
-            "b_now": now,
-            "b_lease_until": now + timedelta(seconds=lease_s),
-            "b_limit": limit,
-        }
+        lease_until = now + timedelta(seconds=lease_s)
         if self.dialect == "postgresql":
-            with self._connect() as conn:
-                autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
-                rows = list(autocommit.execute(_CLAIM, params))
-        else:
-            with self._write() as conn:
-                rows = list(conn.execute(_CLAIM, params))
-        rows.sort(key=lambda r: (-r.priority, r.created_at))
-        return [_claimed(row) for row in rows]
+            with self._postgres() as dbapi:
+                return batch.claim_postgres(dbapi, owner, limit, now.astimezone(UTC), lease_until)
+        params = {
+            "now": sqlite_time(now),
+            "owner": owner,
+            "lease_until": sqlite_time(lease_until),
+        }
+        with self._write() as conn:
+            rows = conn.exec_driver_sql(batch.claim_sql("sqlite", limit), params).all()
+        return batch.claimed_from_sqlite(rows)
 
     def finish(self, owner: str, results: Sequence[Finish]) -> int:
         """Record outcomes in one transaction; return how many message rows were updated.
@@ -210,16 +227,12 @@ class Store:
         if not results:
             return 0
         now = datetime.now(UTC)
-        updates = [_finish_params(owner, result, now) for result in results]
-        attempt_rows = [_attempt_params(r.id, r.attempt) for r in results if r.attempt]
-        with self._write() as conn:
-            updated = int(conn.execute(_FINISH_UPDATE, updates).rowcount)
-            if attempt_rows:
-                if updated < len(updates):  # some leases were lost: was a message purged?
-                    attempt_rows = _existing_only(conn, attempt_rows)
-                if attempt_rows:
-                    conn.execute(insert(attempts), attempt_rows)
-            return updated
+        updates, tried = batch.outcome_rows(results, now, self._to_db)
+        if self.dialect == "postgresql":
+            with self._postgres() as dbapi:
+                return batch.finish(dbapi, owner, updates, tried, now)
+        with self._sqlite_write() as sqlite_dbapi:
+            return batch.finish(sqlite_dbapi, owner, updates, tried, sqlite_time(now))
 
     def release(self, owner: str, ids: Sequence[str], now: datetime) -> int:
         """Give leased rows back (``sending`` -> ``queued``) without counting a failure.
@@ -229,13 +242,12 @@ class Store:
         _aware(now, "now")
         if not ids:
             return 0
-        stmt = (
-            update(m)
-            .where(m.c.id.in_(list(ids)), status_is("sending"), m.c.lease_owner == owner)
-            .values(status="queued", lease_owner=None, lease_until=None, updated_at=now)
-        )
-        with self._write() as conn:
-            return int(conn.execute(stmt).rowcount)
+        stamp = self._to_db(now)
+        if self.dialect == "postgresql":
+            with self._postgres() as dbapi:
+                return batch.release(dbapi, owner, ids, stamp)
+        with self._sqlite_write() as sqlite_dbapi:
+            return batch.release(sqlite_dbapi, owner, ids, stamp)
 
     def next_due_at(self) -> datetime | None:
         """The earliest moment the dispatcher has work: a queued row becomes due or reaches
@@ -358,7 +370,7 @@ class Store:
         _aware(older_than, "older_than")
         if batch < 1:
             raise StoreError(f"batch must be at least 1, got {batch!r}")
-        old = (status_is(*FINAL_STATUSES), m.c.updated_at < older_than)
+        old = (status_finished(), m.c.updated_at < older_than)
         finished = select(m.c.id).where(*old).limit(batch)
         total = 0
         while True:
@@ -378,6 +390,8 @@ class Store:
     def close(self) -> None:
         """Close every pooled connection. The store is unusable afterwards."""
         self._engine.dispose()
+        if self._writer is not None:
+            self._writer.close()
 
 
 # -- statements and row mapping -----------------------------------------------------------------
@@ -386,188 +400,6 @@ class Store:
 def _aware(value: datetime, name: str) -> None:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise StoreError(f"{name} must be a timezone-aware datetime, got {value!r}")
-
-
-def _new_row(row: NewMessage, now: datetime) -> dict[str, object]:
-    if row.status not in _INSERT_STATUSES:
-        raise StoreError(
-            f"message {row.id!r}: status {row.status!r} cannot be inserted "
-            f"(expected one of {', '.join(_INSERT_STATUSES)})"
-        )
-    for name in ("created_at", "send_after", "expires_at"):
-        _aware(getattr(row, name), f"message {row.id!r}: {name}")
-    return {
-        "id": row.id,
-        "status": row.status,
-        "priority": row.priority,
-        "created_at": row.created_at,
-        "send_after": row.send_after,
-        "next_attempt_at": None,
-        "due_at": row.send_after,
-        "expires_at": row.expires_at,
-        "num_fails": 0,
-        "failure": row.failure,
-        "updated_at": now,
-        "mail_from": row.mail_from,
-        "recipients": list(row.recipients),
-        "pending_recipients": None,
-        "subject": row.subject,
-        "message_id": row.message_id,
-        "data": row.data,
-    }
-
-
-def _build_claim() -> Any:
-    """``UPDATE ... WHERE id IN (top rows of dead leases ∪ due queued rows) RETURNING ...``.
-
-    Each candidate set is taken in claim order, at most ``b_limit`` rows, locked with ``FOR
-    UPDATE SKIP LOCKED`` on PostgreSQL (nothing on SQLite, where the transaction is exclusive).
-    Parameters: ``b_owner``, ``b_now``, ``b_lease_until``, ``b_limit`` (rendered inline, so
-    both planners see the real limit).
-    """
-    now = bindparam("b_now", type_=UTCDateTime())
-    limit = bindparam("b_limit", type_=Integer(), literal_execute=True)
-    order = (m.c.priority.desc(), m.c.created_at)
-    picked = (m.c.id, m.c.priority, m.c.created_at)
-    stale = (
-        select(*picked)
-        .where(status_is("sending"), m.c.lease_until < now)
-        .order_by(*order)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("stale")
-    )
-    fresh = (
-        select(*picked)
-        .where(status_is("queued"), m.c.due_at <= now, m.c.expires_at > now)
-        .order_by(*order)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("fresh")
-    )
-    candidates = union_all(select(stale), select(fresh)).subquery("candidates")
-    chosen = (
-        select(candidates.c.id)
-        .order_by(candidates.c.priority.desc(), candidates.c.created_at)
-        .limit(limit)
-    )
-    return (
-        update(m)
-        .where(m.c.id.in_(chosen))
-        .values(
-            status="sending",
-            lease_owner=bindparam("b_owner", type_=Text()),
-            lease_until=bindparam("b_lease_until", type_=UTCDateTime()),
-            updated_at=now,
-        )
-        .returning(
-            m.c.id,
-            m.c.data,
-            m.c.mail_from,
-            m.c.recipients,
-            m.c.pending_recipients,
-            m.c.num_fails,
-            m.c.created_at,
-            m.c.send_after,
-            m.c.expires_at,
-            m.c.message_id,
-            m.c.priority,
-        )
-    )
-
-
-_CLAIM = _build_claim()
-
-
-def _claimed(row: Row[Any]) -> Claimed:
-    pending = row.pending_recipients
-    return Claimed(
-        id=row.id,
-        data=bytes(row.data),
-        mail_from=row.mail_from,
-        recipients=list(pending if pending is not None else row.recipients),
-        num_fails=int(row.num_fails),
-        created_at=row.created_at,
-        send_after=row.send_after,
-        expires_at=row.expires_at,
-        message_id=row.message_id,
-    )
-
-
-_next = bindparam("b_next", type_=UTCDateTime())
-_FINISH_UPDATE = (
-    update(m)
-    .where(
-        m.c.id == bindparam("b_id", type_=Text()),
-        status_is("sending"),
-        m.c.lease_owner == bindparam("b_owner", type_=Text()),
-    )
-    .values(
-        status=bindparam("b_status", type_=Text()),
-        failure=bindparam("b_failure", type_=Text()),
-        next_attempt_at=_next,
-        due_at=case((_next > m.c.send_after, _next), else_=m.c.send_after),
-        pending_recipients=bindparam("b_pending", type_=JSONList()),
-        sent_at=bindparam("b_sent", type_=UTCDateTime()),
-        num_fails=m.c.num_fails + bindparam("b_inc", type_=Integer()),
-        last_failed_at=func.coalesce(
-            bindparam("b_failed_at", type_=UTCDateTime()), m.c.last_failed_at
-        ),
-        lease_owner=None,
-        lease_until=None,
-        updated_at=bindparam("b_now", type_=UTCDateTime()),
-    )
-)
-
-
-def _finish_params(owner: str, result: Finish, now: datetime) -> dict[str, object]:
-    if result.status not in FINISH_STATUSES:
-        raise StoreError(
-            f"message {result.id!r}: finish status {result.status!r} is not one "
-            f"of {', '.join(FINISH_STATUSES)}"
-        )
-    for name in ("next_attempt_at", "sent_at"):
-        value = getattr(result, name)
-        if value is not None:
-            _aware(value, f"message {result.id!r}: {name}")
-    failed_at = None
-    if result.count_fail:
-        failed_at = result.attempt.ended_at if result.attempt else now
-    return {
-        "b_id": result.id,
-        "b_owner": owner,
-        "b_status": result.status,
-        "b_failure": result.failure,
-        "b_next": result.next_attempt_at,
-        "b_pending": result.pending_recipients,
-        "b_sent": result.sent_at,
-        "b_inc": 1 if result.count_fail else 0,
-        "b_failed_at": failed_at,
-        "b_now": now,
-    }
-
-
-def _existing_only(conn: Connection, rows: list[dict[str, object]]) -> list[dict[str, object]]:
-    """The attempt rows whose message still exists (it may have been finished and purged)."""
-    ids = list({str(row["message_id"]) for row in rows})
-    existing = set(conn.execute(select(m.c.id).where(m.c.id.in_(ids))).scalars())
-    return [row for row in rows if row["message_id"] in existing]
-
-
-def _attempt_params(message_id: str, attempt: AttemptRecord) -> dict[str, object]:
-    _aware(attempt.started_at, f"message {message_id!r}: attempt started_at")
-    _aware(attempt.ended_at, f"message {message_id!r}: attempt ended_at")
-    return {
-        "message_id": message_id,
-        "started_at": attempt.started_at,
-        "ended_at": attempt.ended_at,
-        "outcome": attempt.outcome,
-        "code": attempt.code,
-        "enhanced_code": attempt.enhanced_code,
-        "reply": attempt.reply,
-        "dispatcher": attempt.dispatcher,
-        "recipients": list(attempt.recipients),
-    }
 
 
 _EXPIRE_UPDATE = (

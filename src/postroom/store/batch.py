@@ -1,0 +1,409 @@
+"""The dispatcher's hot statements (ingest, claim, finish, release) as plain SQL on the driver.
+
+These run for every message, so they skip SQLAlchemy's per-row machinery: the SQL text is fixed
+per dialect, values are converted once into plain tuples (:mod:`postroom.store.convert`), and the
+driver gets the whole batch at once. The one difference between the engines is how a batch
+travels:
+
+* SQLite runs the statement once per row (``executemany``) inside the caller's ``BEGIN
+  IMMEDIATE`` transaction: the statement is compiled once and each row costs one step;
+* PostgreSQL gets the batch as arrays, one per column, in one statement (``unnest``), sent in
+  one round trip together with its ``COMMIT`` (pipeline mode), parameters in binary.
+
+PostgreSQL's planner picks plans from table statistics, and without them (a young table, or
+autovacuum off) it sorts every queued row for a claim, or reaches rows through the partial
+index of leased rows, which keeps an entry for every past lease until vacuum. So the claim runs
+with sorts, bitmap scans, sequential scans, hash and merge joins and JIT switched off for its
+transaction only, which leaves the intended plan (walk ``ix_messages_claim`` in order, fetch the
+chosen rows by primary key) as the cheapest, and the fence of finish and release compares the
+status with a value that arrives with each row, which no partial index can match.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from postroom.errors import StoreError
+from postroom.store.convert import (
+    dump_list,
+    load_list,
+    sqlite_time,
+    time_from_postgres,
+    time_from_sqlite,
+    utc_time,
+)
+from postroom.store.records import FINISH_STATUSES, Claimed, Finish, NewMessage
+
+if TYPE_CHECKING:
+    import psycopg
+
+    PgConnection = psycopg.Connection[Any]
+
+__all__ = [
+    "claim_postgres",
+    "claim_sql",
+    "claimed_from_sqlite",
+    "db_time",
+    "finish",
+    "insert",
+    "new_row",
+    "outcome_rows",
+    "release",
+    "time_converter",
+]
+
+_INSERT_STATUSES = ("queued", "failed")
+#: a stored time parameter: SQLite text or an aware UTC datetime
+TimeValue = str | datetime
+ToDb = Callable[[datetime], TimeValue]
+
+
+def time_converter(dialect: str) -> ToDb:
+    """The function that turns an aware datetime into the parameter ``dialect`` stores."""
+    return sqlite_time if dialect == "sqlite" else utc_time
+
+
+def db_time(value: datetime, what: str, to_db: ToDb) -> TimeValue:
+    """``to_db(value)``, or :class:`StoreError` naming ``what`` for a naive time."""
+    try:
+        return to_db(value)
+    except ValueError:
+        raise StoreError(f"{what} must be a timezone-aware datetime, got {value!r}") from None
+
+
+def _maybe_time(value: datetime | None, what: str, to_db: ToDb) -> TimeValue | None:
+    return None if value is None else db_time(value, what, to_db)
+
+
+# -- ingest ---------------------------------------------------------------------------------------
+
+#: one row of :data:`_INSERT_SQLITE` / :data:`_INSERT_POSTGRES`, in this order
+_NEW_COLUMNS = (
+    *("id", "status", "priority", "created_at", "send_after", "expires_at", "failure"),
+    *("updated_at", "mail_from", "recipients", "subject", "message_id", "data"),
+)
+_INSERTED = (
+    "id, status, priority, created_at, send_after, next_attempt_at, due_at, expires_at, "
+    "num_fails, failure, updated_at, mail_from, recipients, pending_recipients, subject, "
+    "message_id, data"
+)
+_INSERT_SQLITE = (
+    f"INSERT INTO messages ({_INSERTED}) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?5, ?6, 0, ?7, ?8, ?9, ?10, NULL, ?11, ?12, ?13) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_INSERT_POSTGRES = (
+    f"INSERT INTO messages ({_INSERTED}) "
+    "SELECT id, status, priority, created_at, send_after, NULL, send_after, expires_at, "
+    "0, failure, updated_at, mail_from, recipients, NULL, subject, message_id, data "
+    "FROM unnest(%b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::timestamptz[], "
+    "%b::timestamptz[], %b::text[], %b::timestamptz[], %b::text[], %b::text[], %b::text[], "
+    "%b::text[], %b::bytea[]) "
+    f"AS r({', '.join(_NEW_COLUMNS)}) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+
+
+def new_row(row: NewMessage, now: TimeValue, to_db: ToDb) -> tuple[object, ...]:
+    """The insert parameters of ``row``; :class:`StoreError` for a bad status or time."""
+    if row.status not in _INSERT_STATUSES:
+        raise StoreError(
+            f"message {row.id!r}: status {row.status!r} cannot be inserted "
+            f"(expected one of {', '.join(_INSERT_STATUSES)})"
+        )
+    what = f"message {row.id!r}:"
+    return (
+        row.id,
+        row.status,
+        row.priority,
+        db_time(row.created_at, f"{what} created_at", to_db),
+        db_time(row.send_after, f"{what} send_after", to_db),
+        db_time(row.expires_at, f"{what} expires_at", to_db),
+        row.failure,
+        now,
+        row.mail_from,
+        dump_list(row.recipients),
+        row.subject,
+        row.message_id,
+        row.data,
+    )
+
+
+def insert(dbapi: sqlite3.Connection | PgConnection, rows: list[tuple[object, ...]]) -> int:
+    """Insert ``rows`` (from :func:`new_row`), skipping ids already stored; return how many
+    were inserted. SQLite: inside the caller's transaction; PostgreSQL: committed here.
+    """
+    if isinstance(dbapi, sqlite3.Connection):
+        return dbapi.executemany(_INSERT_SQLITE, rows).rowcount
+    with dbapi.pipeline():
+        cursor = dbapi.execute(_INSERT_POSTGRES, _columns(rows, len(_NEW_COLUMNS)))
+        dbapi.commit()
+    return cursor.rowcount
+
+
+def _columns(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
+    """``rows`` turned into one list per column (an empty batch still has ``width`` columns)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+# -- claims ---------------------------------------------------------------------------------------
+
+_CLAIMED = (
+    "id, data, mail_from, recipients, pending_recipients, num_fails, created_at, send_after, "
+    "expires_at, message_id, priority"
+)
+#: PostgreSQL planner settings for the claim transaction only; see the module docstring
+_PLAN_SETTINGS = "SELECT " + ", ".join(
+    f"set_config('{name}', 'off', true)"
+    for name in (
+        "enable_sort",
+        "enable_bitmapscan",
+        "enable_seqscan",
+        "enable_hashjoin",
+        "enable_mergejoin",
+        "jit",
+    )
+)
+
+
+@lru_cache(maxsize=64)
+def claim_sql(dialect: str, limit: int) -> str:
+    """``UPDATE ... WHERE <key> IN (top rows of dead leases ∪ due queued rows) RETURNING``.
+
+    Each candidate set is taken in claim order (priority, then age), at most ``limit`` rows,
+    locked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (on SQLite the transaction is
+    exclusive, and rows are addressed by ``rowid``, which the partial indexes carry). The limit
+    is written into the text so that both planners see it.
+    """
+    if dialect == "sqlite":
+        key, lock, now, owner, until = "rowid", "", ":now", ":owner", ":lease_until"
+    else:
+        key, lock = "id", " FOR UPDATE SKIP LOCKED"
+        now, owner, until = "%(now)s", "%(owner)s", "%(lease_until)s"
+    order = f"ORDER BY priority DESC, created_at LIMIT {int(limit)}"
+    return (
+        f"WITH stale AS (SELECT {key} AS k, priority, created_at FROM messages "
+        f"WHERE status = 'sending' AND lease_until < {now} {order}{lock}), "
+        f"fresh AS (SELECT {key} AS k, priority, created_at FROM messages "
+        f"WHERE status = 'queued' AND due_at <= {now} AND expires_at > {now} {order}{lock}) "
+        f"UPDATE messages SET status = 'sending', lease_owner = {owner}, "
+        f"lease_until = {until}, updated_at = {now} "
+        f"WHERE {key} IN (SELECT k FROM (SELECT * FROM stale UNION ALL SELECT * FROM fresh) "
+        f"AS candidates {order}) "
+        f"RETURNING {_CLAIMED}"
+    )
+
+
+def claim_postgres(
+    dbapi: PgConnection, owner: str, limit: int, now: datetime, lease_until: datetime
+) -> list[Claimed]:
+    """PostgreSQL: lease up to ``limit`` due rows in one committed statement."""
+    params = {"now": now, "owner": owner, "lease_until": lease_until}
+    cursor = dbapi.cursor(binary=True)
+    with dbapi.pipeline():
+        dbapi.execute(_PLAN_SETTINGS)
+        cursor.execute(claim_sql("postgresql", limit), params)
+        dbapi.commit()
+    return claimed_rows(cursor.fetchall(), time_from_postgres)
+
+
+def claimed_rows(
+    rows: Sequence[Sequence[Any]], from_db: Callable[[Any], datetime]
+) -> list[Claimed]:
+    """The rows a claim returned, highest priority first, then oldest."""
+    ordered = sorted(rows, key=lambda r: (-r[10], r[6]))
+    return [
+        Claimed(
+            id=r[0],
+            data=bytes(r[1]),
+            mail_from=r[2],
+            recipients=load_list(r[4] if r[4] is not None else r[3]),
+            num_fails=int(r[5]),
+            created_at=from_db(r[6]),
+            send_after=from_db(r[7]),
+            expires_at=from_db(r[8]),
+            message_id=r[9],
+        )
+        for r in ordered
+    ]
+
+
+def claimed_from_sqlite(rows: Sequence[Sequence[Any]]) -> list[Claimed]:
+    """:func:`claimed_rows` for SQLite (times are stored text)."""
+    return claimed_rows(rows, time_from_sqlite)
+
+
+# -- outcomes -------------------------------------------------------------------------------------
+
+#: one row of the finish update, in this order
+_OUTCOME_COLUMNS = (
+    *("status", "failure", "next_attempt_at", "pending_recipients", "sent_at", "inc"),
+    *("failed_at", "id", "fence"),
+)
+#: one attempts row, in this order
+_ATTEMPT_COLUMNS = (
+    *("message_id", "started_at", "ended_at", "outcome", "code", "enhanced_code", "reply"),
+    *("dispatcher", "recipients"),
+)
+_FINISH_SQLITE = (
+    "UPDATE messages SET status = ?1, failure = ?2, next_attempt_at = ?3, "
+    "due_at = CASE WHEN ?3 > send_after THEN ?3 ELSE send_after END, "
+    "pending_recipients = ?4, sent_at = ?5, num_fails = num_fails + ?6, "
+    "last_failed_at = coalesce(?7, last_failed_at), lease_owner = NULL, lease_until = NULL, "
+    "updated_at = ?10 "
+    "WHERE id = ?8 AND status = ?9 AND lease_owner = ?11"
+)
+_ATTEMPT_SQLITE = (
+    f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_EXISTING_SQLITE = "SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?))"
+_FINISH_POSTGRES = (
+    "WITH r AS (SELECT * FROM unnest(%(status)b::text[], %(failure)b::text[], "
+    "%(next_attempt_at)b::timestamptz[], %(pending_recipients)b::text[], "
+    "%(sent_at)b::timestamptz[], %(inc)b::int[], %(failed_at)b::timestamptz[], "
+    "%(id)b::text[], %(fence)b::text[]) "
+    f"AS r({', '.join(_OUTCOME_COLUMNS)})), "
+    "done AS (UPDATE messages m SET status = r.status, failure = r.failure, "
+    "next_attempt_at = r.next_attempt_at, "
+    "due_at = CASE WHEN r.next_attempt_at > m.send_after THEN r.next_attempt_at "
+    "ELSE m.send_after END, "
+    "pending_recipients = r.pending_recipients, sent_at = r.sent_at, "
+    "num_fails = m.num_fails + r.inc, last_failed_at = coalesce(r.failed_at, m.last_failed_at), "
+    "lease_owner = NULL, lease_until = NULL, updated_at = %(now)b "
+    "FROM r WHERE m.id = r.id AND m.status = r.fence AND m.lease_owner = %(owner)b "
+    "RETURNING m.id), "
+    f"tried AS (INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) "
+    "SELECT * FROM unnest(%(a_message_id)b::text[], %(a_started_at)b::timestamptz[], "
+    "%(a_ended_at)b::timestamptz[], %(a_outcome)b::text[], %(a_code)b::int[], "
+    "%(a_enhanced_code)b::text[], %(a_reply)b::text[], %(a_dispatcher)b::text[], "
+    "%(a_recipients)b::text[]) "
+    f"AS a({', '.join(_ATTEMPT_COLUMNS)}) "
+    "WHERE EXISTS (SELECT 1 FROM messages x WHERE x.id = a.message_id)) "
+    "SELECT count(*) FROM done"
+)
+
+
+def outcome_rows(
+    results: Sequence[Finish], now: datetime, to_db: ToDb
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The update rows and attempt rows of ``results``; :class:`StoreError` for a bad one."""
+    updates: list[tuple[object, ...]] = []
+    tried: list[tuple[object, ...]] = []
+    for result in results:
+        what = f"message {result.id!r}:"
+        if result.status not in FINISH_STATUSES:
+            raise StoreError(
+                f"{what} finish status {result.status!r} is not one of {', '.join(FINISH_STATUSES)}"
+            )
+        attempt = result.attempt
+        failed_at: TimeValue | None = None
+        if attempt is not None:
+            ended = db_time(attempt.ended_at, f"{what} attempt ended_at", to_db)
+            tried.append(
+                (
+                    result.id,
+                    db_time(attempt.started_at, f"{what} attempt started_at", to_db),
+                    ended,
+                    attempt.outcome,
+                    attempt.code,
+                    attempt.enhanced_code,
+                    attempt.reply,
+                    attempt.dispatcher,
+                    dump_list(attempt.recipients),
+                )
+            )
+            if result.count_fail:
+                failed_at = ended
+        elif result.count_fail:
+            failed_at = to_db(now)
+        pending = result.pending_recipients
+        updates.append(
+            (
+                result.status,
+                result.failure,
+                _maybe_time(result.next_attempt_at, f"{what} next_attempt_at", to_db),
+                None if pending is None else dump_list(pending),
+                _maybe_time(result.sent_at, f"{what} sent_at", to_db),
+                1 if result.count_fail else 0,
+                failed_at,
+                result.id,
+                "sending",
+            )
+        )
+    return updates, tried
+
+
+def finish(
+    dbapi: sqlite3.Connection | PgConnection,
+    owner: str,
+    updates: list[tuple[object, ...]],
+    tried: list[tuple[object, ...]],
+    now: TimeValue,
+) -> int:
+    """Write ``updates`` fenced on ``owner`` and insert ``tried`` for messages that still
+    exist; return how many messages were updated. SQLite: inside the caller's transaction;
+    PostgreSQL: one statement, committed here.
+    """
+    if isinstance(dbapi, sqlite3.Connection):
+        return _finish_sqlite(dbapi, owner, updates, tried, now)
+    outcomes = _columns(updates, len(_OUTCOME_COLUMNS))
+    attempts = _columns(tried, len(_ATTEMPT_COLUMNS))
+    params: dict[str, object] = dict(zip(_OUTCOME_COLUMNS, outcomes, strict=True))
+    params.update(zip((f"a_{name}" for name in _ATTEMPT_COLUMNS), attempts, strict=True))
+    params.update(now=now, owner=owner)
+    with dbapi.pipeline():
+        dbapi.execute(_PLAN_SETTINGS)
+        cursor = dbapi.execute(_FINISH_POSTGRES, params)
+        dbapi.commit()
+    found = cursor.fetchone()
+    return int(found[0]) if found else 0
+
+
+def _finish_sqlite(
+    dbapi: sqlite3.Connection,
+    owner: str,
+    updates: list[tuple[object, ...]],
+    tried: list[tuple[object, ...]],
+    now: TimeValue,
+) -> int:
+    updated = dbapi.executemany(_FINISH_SQLITE, [(*row, now, owner) for row in updates]).rowcount
+    if tried and updated < len(updates):  # some leases were lost: was a message purged?
+        ids = dump_list(sorted({str(row[0]) for row in tried}))
+        existing = {found for (found,) in dbapi.execute(_EXISTING_SQLITE, (ids,))}
+        tried = [row for row in tried if row[0] in existing]
+    if tried:
+        dbapi.executemany(_ATTEMPT_SQLITE, tried)
+    return updated
+
+
+_RELEASE_SQLITE = (
+    "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_until = NULL, "
+    "updated_at = ?1 WHERE id = ?2 AND status = 'sending' AND lease_owner = ?3"
+)
+_RELEASE_POSTGRES = (
+    "UPDATE messages m SET status = 'queued', lease_owner = NULL, lease_until = NULL, "
+    "updated_at = %(now)b FROM unnest(%(ids)b::text[], %(fence)b::text[]) AS r(id, fence) "
+    "WHERE m.id = r.id AND m.status = r.fence AND m.lease_owner = %(owner)b"
+)
+
+
+def release(
+    dbapi: sqlite3.Connection | PgConnection, owner: str, ids: Sequence[str], now: TimeValue
+) -> int:
+    """``sending`` -> ``queued`` for the ``ids`` ``owner`` still holds; return how many.
+    SQLite: inside the caller's transaction; PostgreSQL: committed here.
+    """
+    unique = list(dict.fromkeys(ids))
+    if isinstance(dbapi, sqlite3.Connection):
+        return dbapi.executemany(_RELEASE_SQLITE, [(now, id, owner) for id in unique]).rowcount
+    params = {"now": now, "ids": unique, "fence": ["sending"] * len(unique), "owner": owner}
+    with dbapi.pipeline():
+        cursor = dbapi.execute(_RELEASE_POSTGRES, params)
+        dbapi.commit()
+    return cursor.rowcount
