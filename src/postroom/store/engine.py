@@ -11,9 +11,10 @@ None``) and the store emits ``BEGIN`` itself: ``BEGIN IMMEDIATE`` for write tran
 transaction that reads and then writes never fails with SQLITE_BUSY half way), plain ``BEGIN``
 for reads.
 
-PostgreSQL uses psycopg 3. A connection that sat idle in the pool for more than
-:data:`IDLE_PING_S` is pinged on checkout and replaced if the server dropped it, so connections
-broken while idle do not fail the next call, and busy connections skip the extra round trip.
+PostgreSQL uses psycopg 3, with the session time zone set to UTC. A connection that sat idle in
+the pool for more than :data:`IDLE_PING_S` is pinged on checkout and replaced if the server
+dropped it, so connections broken while idle do not fail the next call, and busy connections skip
+the extra round trip.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
             max_overflow=pool_size,
             connect_args={"connect_timeout": 10},
         )
+        event.listen(engine, "connect", _postgres_on_connect)
         event.listen(engine, "checkin", _remember_checkin)
         event.listen(engine, "checkout", _ping_if_idle(engine))
         return engine
@@ -92,6 +94,12 @@ def lock_path(engine: Engine) -> str | None:
     if engine.dialect.name != "sqlite" or database in ("", ":memory:"):
         return None
     return f"{Path(database).expanduser()}.lock"
+
+
+def _postgres_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    # times then arrive as datetime.timezone.utc values: no conversion per value
+    dbapi_connection.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
 
 
 def _remember_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

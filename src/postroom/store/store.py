@@ -228,11 +228,12 @@ class Store:
             return 0
         now = datetime.now(UTC)
         updates, tried = batch.outcome_rows(results, now, self._to_db)
+        stamp = self._to_db(now)
         if self.dialect == "postgresql":
             with self._postgres() as dbapi:
-                return batch.finish(dbapi, owner, updates, tried, now)
+                return batch.finish(dbapi, owner, updates, tried, stamp)
         with self._sqlite_write() as sqlite_dbapi:
-            return batch.finish(sqlite_dbapi, owner, updates, tried, sqlite_time(now))
+            return batch.finish(sqlite_dbapi, owner, updates, tried, stamp)
 
     def release(self, owner: str, ids: Sequence[str], now: datetime) -> int:
         """Give leased rows back (``sending`` -> ``queued``) without counting a failure.
