@@ -52,7 +52,7 @@ from postroom.store import AttemptRecord, Finish, NewMessage, open_store
 url, owner, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 store = open_store(url)
-store.migrate()
+store.migrate()  # a no-op for both, at the same time
 print("ready", flush=True)
 sys.stdin.readline()  # start signal: both processes write at the same time
 
@@ -221,7 +221,11 @@ def test_threads_share_one_sqlite_store(tmp_path: Path) -> None:
 
 def test_two_processes_insert_claim_and_finish_without_busy_errors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    results = start_together(WORKER, [[url, "P1", "1500"], [url, "P2", "1500"]])
+    with open_store(url) as parent:
+        # the file exists in WAL mode and stays open, as it does while a server runs: creating
+        # it, or re-reading a WAL nobody holds open, briefly locks out readers too
+        parent.migrate()
+        results = start_together(WORKER, [[url, "P1", "1500"], [url, "P2", "1500"]])
     assert [r["errors"] for r in results] == [[], []]
     per_owner = {f"P{i + 1}": list(r["claimed"]) for i, r in enumerate(results)}  # type: ignore[call-overload]
     ids = sorted(f"{owner}-{i:05d}" for owner in ("P1", "P2") for i in range(1500))

@@ -1,15 +1,16 @@
 """Turning a database URL into a configured SQLAlchemy engine, and the transaction helpers.
 
-SQLite connections get ``journal_mode=WAL``, ``synchronous=NORMAL``, ``busy_timeout=30000``,
-``foreign_keys=ON``, ``secure_delete=FAST`` (deleted content is zeroed where that costs no extra
-page writes; some builds default to the full, slower ``ON``) and ``temp_store=MEMORY``. A new
-database file gets 16 KiB pages: a message row with a few KB of payload then shares its page with
-others, so a batch of claims writes a few large pages instead of one 4 KiB page per row (each
-page written costs a WAL frame, and the frames are copied again at checkpoint). Existing files
-keep their page size. pysqlite's own transaction handling is switched off (``isolation_level =
-None``) and the store emits ``BEGIN`` itself: ``BEGIN IMMEDIATE`` for write transactions (so a
-transaction that reads and then writes never fails with SQLITE_BUSY half way), plain ``BEGIN``
-for reads.
+SQLite connections get ``synchronous=NORMAL``, ``busy_timeout=30000``, ``foreign_keys=ON``,
+``secure_delete=FAST`` (deleted content is zeroed where that costs no extra page writes; some
+builds default to the full, slower ``ON``) and ``temp_store=MEMORY``. The file itself is switched
+to ``journal_mode=WAL`` by :meth:`Store.migrate`, under the store's write lock (two processes
+creating one file at once would otherwise race for it), and a new file gets 16 KiB pages there:
+a message row with a few KB of payload then shares its page with others, so a batch of claims
+writes a few large pages instead of one 4 KiB page per row (each page written costs a WAL frame,
+and the frames are copied again at checkpoint). Existing files keep their page size. pysqlite's
+own transaction handling is switched off (``isolation_level = None``) and the store emits
+``BEGIN`` itself: ``BEGIN IMMEDIATE`` for write transactions (so a transaction that reads and
+then writes never fails with SQLITE_BUSY half way), plain ``BEGIN`` for reads.
 
 PostgreSQL uses psycopg 3, with the session time zone set to UTC. A connection that sat idle in
 the pool for more than :data:`IDLE_PING_S` is pinged on checkout and replaced if the server
@@ -39,6 +40,7 @@ __all__ = [
     "lock_path",
     "make_engine",
     "normalise_url",
+    "use_wal",
 ]
 
 BUSY_TIMEOUT_MS = 30_000
@@ -149,14 +151,22 @@ def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, record: ConnectionP
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")  # before WAL creates the file
-        cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA secure_delete = FAST")
         cursor.execute("PRAGMA temp_store = MEMORY")
     finally:
         cursor.close()
+
+
+def use_wal(dbapi_connection: sqlite3.Connection) -> None:
+    """Switch the SQLite file to WAL mode (a new, empty file first gets 16 KiB pages); a no-op
+    for a file already in WAL mode. Must run outside a transaction, under the write lock.
+    """
+    dbapi_connection.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
+    mode = dbapi_connection.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode is None or str(mode[0]).lower() not in ("wal", "memory"):
+        raise StoreError(f"SQLite refused WAL mode (journal mode is {mode and mode[0]!r})")
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, func, insert, inspect, select
 
 from postroom.errors import StoreError
-from postroom.store.schema import metadata, schema_version
+from postroom.store.schema import compress_payloads_with_lz4, metadata, schema_version
 
 __all__ = ["LOCK_KEY", "SCHEMA_VERSION", "UPGRADES", "Step", "current_version", "upgrade"]
 
@@ -44,22 +44,24 @@ class Step:
     apply: Callable[[Connection], None]
 
 
-def _finished_index_without_in_list(conn: Connection) -> None:
+def _cheaper_writes(conn: Connection) -> None:
     """Version 2: ``ix_messages_finished`` selects finished rows as ``status NOT IN ('queued',
-    'sending')`` instead of naming the four final statuses. SQLite evaluates an ``IN`` list of
-    more than two values through a temporary table for every row it writes, which made each
-    insert and finish pay for this index even when the row was not finished.
+    'sending')`` instead of naming the four final statuses (SQLite evaluates an ``IN`` list of
+    more than two values through a temporary table for every row it writes, so each insert and
+    finish paid for this index even when the row was not finished); PostgreSQL compresses new
+    payloads with lz4 where the server has it.
     """
     conn.exec_driver_sql("DROP INDEX IF EXISTS ix_messages_finished")
     conn.exec_driver_sql(
         "CREATE INDEX ix_messages_finished ON messages (status, updated_at) "
         "WHERE status NOT IN ('queued', 'sending')"
     )
+    compress_payloads_with_lz4(conn)
 
 
 #: upgrade steps after version 1, in order (version 1 is the initial schema)
 UPGRADES: tuple[Step, ...] = (
-    Step(2, "finished-rows index without an IN list", _finished_index_without_in_list),
+    Step(2, "finished-rows index without an IN list; lz4 payloads", _cheaper_writes),
 )
 
 

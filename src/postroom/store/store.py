@@ -38,7 +38,7 @@ from postroom.errors import NotFoundError, StoreError
 from postroom.store import batch
 from postroom.store import stats as stats_queries
 from postroom.store.convert import sqlite_time
-from postroom.store.engine import WRITE_OPTION, lock_path, make_engine
+from postroom.store.engine import WRITE_OPTION, lock_path, make_engine, use_wal
 from postroom.store.locking import WriteLock
 from postroom.store.migrations import LOCK_KEY, current_version, upgrade
 from postroom.store.records import (
@@ -158,8 +158,12 @@ class Store:
         """Create or upgrade the schema; idempotent, and safe when several processes race.
 
         Runs in one transaction under a lock: ``pg_advisory_xact_lock`` on PostgreSQL,
-        ``BEGIN IMMEDIATE`` on SQLite. See :mod:`postroom.store.migrations`.
+        ``BEGIN IMMEDIATE`` on SQLite (after switching the file to WAL mode under the store's
+        write lock). See :mod:`postroom.store.migrations`.
         """
+        if self._writer is not None:
+            with self._connect() as conn, self._writer.held():
+                use_wal(cast("sqlite3.Connection", conn.connection.driver_connection))
         with self._write() as conn:
             if self.dialect == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
