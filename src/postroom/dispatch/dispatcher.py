@@ -42,9 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from postroom.dispatch.policy import RetryPolicy, decide
-from postroom.errors import MessageError, PayloadError, StoreError
-from postroom.message import Email
-from postroom.payload import decode
+from postroom.errors import StoreError
 from postroom.store import AttemptRecord, Claimed, Finish, Store
 from postroom.transport.base import DeliveryResult, Outcome, Reply, Transport
 
@@ -69,11 +67,6 @@ class _Done:
     result: DeliveryResult | None  # None: released unstarted
     started_at: datetime
     ended_at: datetime
-
-
-def render(claimed: Claimed) -> bytes:
-    """The RFC 5322 bytes of a stored message (the same Message-ID on every attempt)."""
-    return Email.from_dict(decode(claimed.data).email).to_bytes()
 
 
 class Dispatcher:
@@ -246,7 +239,8 @@ class Dispatcher:
         if self._stopping.is_set():
             return 0
         with self._cond:
-            running_low = len(self._jobs) <= len(self._threads)
+            # refill at half a batch: a claim may wait behind another writer's transaction
+            running_low = len(self._jobs) <= max(len(self._threads), self.batch // 2)
             limit = min(self.batch, self.max_inflight - self._inflight) if running_low else 0
         self._last_claim_limit = limit
         if limit <= 0:
@@ -262,9 +256,9 @@ class Dispatcher:
 
     def _idle_wait_s(self) -> float:
         with self._cond:
-            saturated = self._inflight >= self.max_inflight
-        if saturated:
-            return self.poll_s
+            busy = self._inflight > 0
+        if busy:
+            return self.poll_s  # a finishing worker wakes us; no need to ask the database
         try:
             due = self.store.next_due_at()
         except StoreError:
@@ -310,11 +304,9 @@ class Dispatcher:
 
     def _deliver(self, claimed: Claimed) -> DeliveryResult:
         try:
-            message = render(claimed)
-        except (MessageError, PayloadError, ValueError, KeyError, TypeError) as exc:
-            return DeliveryResult(Outcome.PERMANENT, Reply(0, f"cannot render the message: {exc}"))
-        try:
-            return self.transport.deliver(claimed.mail_from, claimed.recipients, message)
+            return self.transport.deliver_payload(
+                claimed.mail_from, claimed.recipients, claimed.data
+            )
         except Exception as exc:  # a transport must not raise; never lose the row if one does
             log.exception("transport raised while sending %s", claimed.id)
             return DeliveryResult(Outcome.TEMPORARY, Reply(0, f"transport error: {exc!r}"))

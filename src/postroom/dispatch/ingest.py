@@ -98,7 +98,7 @@ class Ingestor:
         store: Store,
         *,
         max_time: timedelta,
-        batch: int = 500,
+        batch: int = 200,
         clock: Callable[[], datetime],
         on_inserted: Callable[[int], None] = lambda n: None,
     ) -> None:

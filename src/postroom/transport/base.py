@@ -23,7 +23,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["DeliveryResult", "Outcome", "Reply", "Transport"]
+from postroom.errors import MessageError, PayloadError
+
+__all__ = ["DeliveryResult", "Outcome", "Reply", "Transport", "render_payload"]
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -99,5 +101,27 @@ class Transport(ABC):
     def deliver(self, mail_from: str, recipients: Sequence[str], message: bytes) -> DeliveryResult:
         """Send ``message`` (RFC 5322 bytes, CRLF) from ``mail_from`` to ``recipients``."""
 
+    def deliver_payload(
+        self, mail_from: str, recipients: Sequence[str], payload: bytes
+    ) -> DeliveryResult:
+        """Render a queued payload (:mod:`postroom.payload`) and deliver it.
+
+        A payload that cannot be rendered is a ``PERMANENT`` failure naming the problem.
+        Transports that deliver from other processes override this to render there too.
+        """
+        try:
+            message = render_payload(payload)
+        except (MessageError, PayloadError, ValueError, KeyError, TypeError) as exc:
+            return DeliveryResult(Outcome.PERMANENT, Reply(0, f"cannot render the message: {exc}"))
+        return self.deliver(mail_from, recipients, message)
+
     def close(self) -> None:  # noqa: B027 - optional
         """Close every pooled connection."""
+
+
+def render_payload(payload: bytes) -> bytes:
+    """The RFC 5322 bytes of a queued payload: the same Message-ID and Date on every attempt."""
+    from postroom.message import Email
+    from postroom.payload import decode
+
+    return Email.from_dict(decode(payload).email).to_bytes()
