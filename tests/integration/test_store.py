@@ -271,6 +271,21 @@ def test_failed_rows_are_stored_with_their_reason(store: Store) -> None:
     assert store.claim_due("A", 10, 60, at(10)) == []
 
 
+def test_a_failed_batch_writes_nothing_and_the_store_keeps_working(store: Store) -> None:
+    store.insert_messages([new("m1")])
+    # "m1" again is skipped, "bad" breaks a NOT NULL constraint: the whole batch is refused
+    bad = [new("m2"), new("m1"), new("bad", mail_from=None)]
+    with pytest.raises(StoreError, match="database"):
+        store.insert_messages(bad)
+    with pytest.raises(StoreError, match="'huge': priority must be an integer"):
+        store.insert_messages([new("huge", priority=2**63)])
+    with pytest.raises(NotFoundError):
+        store.get("m2")
+    for _ in range(3):  # every pooled connection is usable again
+        assert store.insert_messages([new("m2"), new("m3")]) in (0, 2)
+    assert sorted(c.id for c in store.claim_due("A", 10, 60, at(0))) == ["m1", "m2", "m3"]
+
+
 def test_insert_refuses_naive_times_and_unknown_statuses(store: Store) -> None:
     with pytest.raises(StoreError, match="send_after must be a timezone-aware"):
         store.insert_messages([new("m1", send_after=datetime(2026, 1, 1))])

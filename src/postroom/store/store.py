@@ -144,12 +144,8 @@ class Store:
             try:
                 yield dbapi
             except BaseException:
-                try:
-                    if dbapi.closed:
-                        raise ConnectionError("closed")
-                    dbapi.rollback()
-                except Exception:
-                    conn.invalidate()
+                if not _rolled_back(dbapi):
+                    conn.invalidate()  # broken: never hand it out again
                 raise
 
     # -- schema ---------------------------------------------------------------------------------
@@ -186,7 +182,8 @@ class Store:
             return 0
         to_db = self._to_db
         now = to_db(datetime.now(UTC))
-        params = [batch.new_row(row, now, to_db) for row in rows]
+        limit = batch.PRIORITY_LIMITS[self.dialect]
+        params = [batch.new_row(row, now, to_db, limit) for row in rows]
         if self.dialect == "postgresql":
             with self._postgres() as dbapi:
                 return batch.insert(dbapi, params)
@@ -400,6 +397,17 @@ class Store:
 
 
 # -- statements and row mapping -----------------------------------------------------------------
+
+
+def _rolled_back(dbapi: psycopg.Connection[Any]) -> bool:
+    """Roll back a failed batch statement's transaction; ``False`` if the connection is gone."""
+    if dbapi.closed:
+        return False
+    try:
+        dbapi.rollback()
+    except Exception:
+        return False
+    return True
 
 
 def _aware(value: datetime, name: str) -> None:
