@@ -7,7 +7,7 @@ created on ``POSTROOM_BENCH_POSTGRES_URL`` (default ``postgresql://postgres@127.
 postgres``) and dropped afterwards. Figures on a shared machine vary from run to run: compare
 rows of one run, not runs.
 
-    python benchmarks/bench_store.py [--rows 20000]
+    python benchmarks/bench_store.py [--rows 20000] [--engine sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -151,14 +151,17 @@ def measure(engine: str, store: Store, count: int) -> list[dict[str, object]]:
     return out
 
 
-def run(rows: int = 20_000) -> list[dict[str, object]]:
-    """Measure every engine; one row per engine and operation, printed as it completes."""
-    openers: dict[str, Callable[[], AbstractContextManager[Store]]] = {
-        "sqlite": sqlite_store,
-        "postgresql": postgres_store,
-    }
+OPENERS: dict[str, Callable[[], AbstractContextManager[Store]]] = {
+    "sqlite": sqlite_store,
+    "postgresql": postgres_store,
+}
+
+
+def run(rows: int = 20_000, engines: tuple[str, ...] = tuple(OPENERS)) -> list[dict[str, object]]:
+    """Measure ``engines``; one row per engine and operation, printed as it completes."""
     results: list[dict[str, object]] = []
-    for engine, opener in openers.items():
+    for engine in engines:
+        opener = OPENERS[engine]
         try:
             with opener() as store:
                 measured = measure(engine, store, rows)
@@ -173,7 +176,9 @@ def run(rows: int = 20_000) -> list[dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000, help="messages per engine")
-    run(parser.parse_args().rows)
+    parser.add_argument("--engine", choices=sorted(OPENERS), help="only this engine")
+    args = parser.parse_args()
+    run(args.rows, (args.engine,) if args.engine else tuple(OPENERS))
 
 
 if __name__ == "__main__":

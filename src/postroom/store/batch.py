@@ -12,11 +12,13 @@ travels:
 
 PostgreSQL's planner picks plans from table statistics, and without them (a young table, or
 autovacuum off) it sorts every queued row for a claim, or reaches rows through the partial
-index of leased rows, which keeps an entry for every past lease until vacuum. So the claim runs
-with sorts, bitmap scans, sequential scans, hash and merge joins and JIT switched off for its
-transaction only, which leaves the intended plan (walk ``ix_messages_claim`` in order, fetch the
-chosen rows by primary key) as the cheapest, and the fence of finish and release compares the
-status with a value that arrives with each row, which no partial index can match.
+index of leased rows, which keeps an entry for every past lease until vacuum. So claim and
+finish run with sorts, bitmap scans, sequential scans, hash and merge joins and JIT switched off
+for their own transaction only, which leaves the intended plans (walk ``ix_messages_claim`` in
+order; reach each row by primary key) as the cheapest, and the fence of finish and release
+compares the status with a value that arrives with each row, which no partial index can match.
+(JIT goes too because the switched-off plan types count as very expensive, which would make the
+planner compile the statement.)
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ _CLAIMED = (
     "id, data, mail_from, recipients, pending_recipients, num_fails, created_at, send_after, "
     "expires_at, message_id, priority"
 )
-#: PostgreSQL planner settings for the claim transaction only; see the module docstring
+#: PostgreSQL planner settings for one claim or finish transaction; see the module docstring
 _PLAN_SETTINGS = "SELECT " + ", ".join(
     f"set_config('{name}', 'off', true)"
     for name in (

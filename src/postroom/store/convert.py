@@ -67,8 +67,11 @@ def time_from_postgres(value: datetime) -> datetime:
 
 
 def dump_list(values: Sequence[str]) -> str:
-    """A list of strings as compact JSON text."""
-    return f"[{','.join([_quote(value) for value in values])}]"
+    """A list of strings as compact JSON text (other JSON values are written as JSON too)."""
+    try:
+        return f"[{','.join([_quote(value) for value in values])}]"
+    except TypeError:  # not all strings
+        return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
 
 
 def load_list(text: str) -> list[str]:

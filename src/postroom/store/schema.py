@@ -16,7 +16,13 @@ The indexes follow the queries the dispatcher runs all the time, on tables of mi
   ``ix_messages_sent`` and ``ix_attempts_started``.
 
 Every status change rewrites the row, so each index costs on the hot path; most are partial
-(one status only) to keep that cost down.
+(one status only) to keep that cost down. A claim of 50 rows writes the rows' pages plus one
+page each of ``ix_messages_claim``, ``ix_messages_due``, ``ix_messages_expiry`` and
+``ix_messages_lease``; a finish, the rows' pages plus one page each of ``ix_messages_lease``,
+``ix_messages_finished``, ``ix_messages_sent`` and the attempts table and its two indexes.
+Partial-index predicates avoid ``IN`` lists of more than two values: SQLite evaluates those
+through a temporary table for every row written (see :data:`FINISHED_WHERE`). On PostgreSQL
+new payloads are compressed with lz4 where the server supports it.
 """
 
 from __future__ import annotations

@@ -19,8 +19,11 @@ stalled past its lease and was replaced cannot overwrite the newer outcome. Atte
 facts and are recorded even then, as long as the message still exists.
 
 No method holds a transaction open after it returns; every method is safe to call from several
-threads and several processes at once. Database failures raise
-:class:`~postroom.errors.StoreError` naming the database (password hidden).
+threads and several processes at once. On SQLite, write transactions queue on the sidecar lock
+file ``<database>.lock`` (see :mod:`postroom.store.locking`). Ingest, claim, finish and release
+run as plain SQL on the driver (see :mod:`postroom.store.batch`); everything else goes through
+SQLAlchemy Core. Database failures raise :class:`~postroom.errors.StoreError` naming the database
+(password hidden).
 """
 
 from __future__ import annotations
