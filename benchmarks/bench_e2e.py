@@ -35,7 +35,7 @@ from postroom.config import load_config
 from postroom.message import Email
 from postroom.store import open_store
 
-PROCESSES = int(os.environ.get("POSTROOM_BENCH_PROCESSES", "2"))
+PROCESSES = int(os.environ.get("POSTROOM_BENCH_PROCESSES", "1"))
 REDIS_URL = os.environ.get("POSTROOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

@@ -302,6 +302,8 @@ class EmailFields:
     def priority(self, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool):
             raise MessageError(f"priority must be an int, not {value!r}")
+        if not -(2**31) <= value < 2**31:  # the databases store it in 32 bits
+            raise MessageError(f"priority {value} is out of range (-2147483648 to 2147483647)")
         self._priority = value
 
     @property

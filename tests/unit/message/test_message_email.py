@@ -524,3 +524,11 @@ def test_send_later_refuses_bad_delays_before_queueing(monkeypatch: pytest.Monke
 def test_repr_names_the_essentials() -> None:
     text = repr(simple(subject="Hi", bcc="x@example.com"))
     assert "ana@example.com" in text and "bo@example.com" in text and "'Hi'" in text
+
+
+def test_priority_must_fit_in_32_bits() -> None:
+    from postroom import Email, MessageError
+
+    Email(from_="a@example.com", to="b@example.com", priority=2**31 - 1)
+    with pytest.raises(MessageError, match="out of range"):
+        Email(from_="a@example.com", to="b@example.com", priority=2**31)
