@@ -7,8 +7,8 @@ started again on the same port about a second later.
 What a crash can and cannot do: the engine pushes a batch with one server-side script, so a batch
 is stored whole or not at all; but when the server stored it and the reply was lost, the outbox
 pushes it again. Such duplicates are allowed by the queue contract (ingest is idempotent on the id)
-and must be confined to that one batch: consecutive ids, at most ``MAX_BATCH`` of them. Everything else arrives exactly once, and nothing is
-missing.
+and must be confined to that one batch: consecutive ids, at most ``MAX_BATCH`` of them.
+Everything else arrives exactly once, and nothing is missing.
 """
 
 from __future__ import annotations
