@@ -25,6 +25,7 @@ import yaml
 from postroom.client import Outbox
 from postroom.config import Config, load_config
 from postroom.dispatch.server import Server
+from postroom.errors import NotFoundError
 from postroom.message import Email
 from postroom.store import Store, open_store
 from tests.smtp_servers import SmtpServer
@@ -66,6 +67,15 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def status_of(url: str, msg_id: str) -> str | None:
+    """The message's status, or None while ingest has not stored it yet."""
+    with open_store(url) as store:
+        try:
+            return store.get(msg_id).status
+        except NotFoundError:
+            return None
 
 
 def make_email(i: int) -> Email:
@@ -164,8 +174,7 @@ def test_temporary_failure_is_retried_over_real_smtp(tmp_path: Path, smtp: SmtpS
         url = config.email.server.database.sqlalchemy_url()
 
         def sent() -> bool:
-            with open_store(url) as store:
-                return store.get(msg_id).status == "sent"
+            return status_of(url, msg_id) == "sent"
 
         wait_until(sent, 10, "the retry to succeed")
     finally:
@@ -380,8 +389,7 @@ def test_message_that_keeps_failing_temporarily_expires(tmp_path: Path, smtp: Sm
         url = config.email.server.database.sqlalchemy_url()
 
         def expired() -> bool:
-            with open_store(url) as store:
-                return store.get(msg_id).status == "expired"
+            return status_of(url, msg_id) == "expired"
 
         wait_until(expired, 15, "the message to expire")
     finally:
