@@ -22,7 +22,8 @@ Other knobs: ``idle_timeout_s`` (the server silently closes connections idle tha
 ``tls_context`` (offer STARTTLS), ``implicit_tls_context`` (TLS from the first byte),
 ``require_starttls``, ``users`` (accept AUTH with these name/password pairs),
 ``auth_require_tls`` (aiosmtpd's default True: AUTH only after STARTTLS),
-``auth_exclude`` (mechanisms not to offer, e.g. ``["PLAIN"]``).
+``auth_exclude`` (mechanisms not to offer, e.g. ``["PLAIN"]``), ``pipelining`` (offer RFC 2920
+PIPELINING; aiosmtpd reads commands one by one, so a pipelined client is served in order).
 ``connections_peak`` / ``connections_open`` count sessions that said EHLO/HELO.
 """
 
@@ -110,8 +111,10 @@ class SmtpServer:
         users: dict[str, str] | None = None,
         auth_require_tls: bool = True,
         auth_exclude: Iterable[str] = (),
+        pipelining: bool = False,
     ) -> None:
         self.users = dict(users or {})
+        self.pipelining = pipelining
         self._lock = threading.Lock()
         self._rules: dict[str, list[_Rule]] = collections.defaultdict(list)
         self._messages: list[Received] = []
@@ -238,6 +241,8 @@ class SmtpServer:
     ) -> list[str]:
         self._opened(server)
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
         return responses
 
     async def handle_HELO(

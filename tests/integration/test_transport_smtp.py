@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -31,9 +32,10 @@ def message(message_id: str = "<m1@example.com>", body: str = "Hello.") -> bytes
     ).encode()
 
 
-@pytest.fixture
-def server() -> Iterator[SmtpServer]:
-    with SmtpServer() as running:
+@pytest.fixture(params=[False, True], ids=["lock-step", "pipelining"])
+def server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    """Every conversation test runs twice: command by command, and with RFC 2920 PIPELINING."""
+    with SmtpServer(pipelining=request.param) as running:
         yield running
 
 
@@ -351,6 +353,86 @@ def test_a_lost_connection_leaves_later_chunks_unattempted(
     assert len(server.messages) == 1  # chunks 2 and 3 were never sent
     assert set(result.refused) == set(recipients[100:])
     assert all(r.code == 0 and "not attempted" in r.text for r in result.refused.values())
+
+
+# -- PIPELINING (RFC 2920) -----------------------------------------------------------------------
+
+
+class _StrictPipeliningServer:
+    """One SMTP session on a raw socket that answers no envelope command before DATA arrived.
+
+    A client that waits for the reply to MAIL FROM before sending RCPT TO never gets one and
+    times out, so a delivery only succeeds when the whole envelope came in one go.
+    ``data_reply`` answers DATA; a reply other than 354 ends the session after RSET.
+    """
+
+    def __init__(self, rcpt_replies: list[str], data_reply: str = "354 go ahead") -> None:
+        self.rcpt_replies, self.data_reply = rcpt_replies, data_reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.received: list[bytes] = []
+        self.thread = threading.Thread(target=self._session, daemon=True)
+        self.thread.start()
+
+    def _session(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as lines, contextlib.suppress(OSError):
+            conn.settimeout(5)
+            conn.sendall(b"220 strict ready\r\n")
+            lines.readline()  # EHLO
+            conn.sendall(b"250-strict\r\n250 PIPELINING\r\n")
+            envelope = []
+            while not envelope or envelope[-1] != b"DATA\r\n":
+                envelope.append(lines.readline())
+            self.received.extend(envelope)
+            replies = ["250 sender ok", *self.rcpt_replies, self.data_reply]
+            conn.sendall("".join(f"{r}\r\n" for r in replies).encode())
+            if self.data_reply.startswith("354"):
+                while (line := lines.readline()) not in (b".\r\n", b""):
+                    self.received.append(line)
+                conn.sendall(b"250 2.0.0 queued\r\n")
+            command = lines.readline()  # QUIT or RSET
+            self.received.append(command)
+            conn.sendall(b"250 bye\r\n" if command.startswith(b"RSET") else b"221 bye\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+def test_pipelining_sends_the_envelope_in_one_write(make_transport: MakeTransport) -> None:
+    strict = _StrictPipeliningServer(["250 ok", "550 5.1.1 no such user", "250 ok"])
+    transport = make_transport(strict.port, command_timeout_s=2)
+
+    result = transport.deliver(SENDER, [ALICE, BOB, CAROL], message())
+    transport.close()
+    strict.close()
+
+    assert result.outcome is Outcome.SENT
+    assert result.accepted == (ALICE, CAROL)
+    assert result.refused == {BOB: Reply(550, "no such user", "5.1.1")}
+    assert strict.received[:5] == [
+        f"MAIL FROM:<{SENDER}>\r\n".encode(),
+        f"RCPT TO:<{ALICE}>\r\n".encode(),
+        f"RCPT TO:<{BOB}>\r\n".encode(),
+        f"RCPT TO:<{CAROL}>\r\n".encode(),
+        b"DATA\r\n",
+    ]
+    assert b"Subject: test\r\n" in strict.received
+
+
+def test_pipelined_data_accepted_without_a_valid_recipient_sends_nothing(
+    make_transport: MakeTransport,
+) -> None:
+    strict = _StrictPipeliningServer(["550 5.1.1 no such user"], data_reply="354 go ahead")
+    transport = make_transport(strict.port, command_timeout_s=2)
+
+    result = transport.deliver(SENDER, [ALICE], message())
+    strict.close()
+
+    assert result.outcome is Outcome.TEMPORARY
+    assert "accepted DATA with no valid recipient" in result.reply.text
+    assert b"Subject: test\r\n" not in strict.received  # the connection was dropped instead
 
 
 # -- connection reuse ----------------------------------------------------------------------------
