@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -730,11 +731,15 @@ def test_sqlite_writes_begin_immediate_and_reads_begin_deferred(tmp_path: Path) 
         s.migrate()
         begins: list[str] = []
 
-        def capture(conn: object, cursor: object, sql: str, *rest: object) -> None:
+        def trace(sql: str) -> None:
             if sql.startswith("BEGIN"):
                 begins.append(sql)
 
-        event.listen(s._engine, "before_cursor_execute", capture)
+        def on_connect(dbapi: sqlite3.Connection, record: object) -> None:
+            dbapi.set_trace_callback(trace)
+
+        s._engine.dispose()  # new connections, each traced from its first statement
+        event.listen(s._engine, "connect", on_connect)
         s.insert_messages([new("m1")])
         s.claim_due("A", 1, 60, at(1))
         s.finish("A", [sent("m1")])
@@ -745,21 +750,37 @@ def test_sqlite_writes_begin_immediate_and_reads_begin_deferred(tmp_path: Path) 
         assert begins == ["BEGIN", "BEGIN"]
 
 
+def test_sqlite_claim_leases_in_two_steps_and_reads_the_rows_after_the_commit(
+    tmp_path: Path,
+) -> None:
+    with open_store(f"sqlite:///{tmp_path / 'p.db'}") as s:
+        s.migrate()
+        s.insert_messages([new(f"m{i}", created_at=at(i)) for i in range(30)])
+        statements: list[str] = []
+
+        def on_connect(dbapi: sqlite3.Connection, record: object) -> None:
+            dbapi.set_trace_callback(statements.append)
+
+        s._engine.dispose()
+        event.listen(s._engine, "connect", on_connect)
+        claimed = s.claim_due("A", 25, 60, at(100))
+
+    assert [c.id for c in claimed] == [f"m{i}" for i in range(25)]
+    begin, commit = statements.index("BEGIN IMMEDIATE"), statements.index("COMMIT")
+    inside = statements[begin + 1 : commit]
+    assert [sql.split()[0] for sql in inside] == ["SELECT", "UPDATE"]
+    assert any(sql.startswith("SELECT id, data") for sql in statements[commit:])
+
+
 def test_sqlite_claim_plan_walks_the_partial_index_without_sorting(tmp_path: Path) -> None:
-    executed: list[tuple[str, object]] = []
     with open_store(f"sqlite:///{tmp_path / 'p.db'}") as s:
         s.migrate()
         s.insert_messages([new("m1")])
-
-        def capture(conn: object, cursor: object, sql: str, params: object, *rest: object) -> None:
-            if sql.lstrip().startswith("WITH stale"):
-                executed.append((sql, params))
-
-        event.listen(s._engine, "before_cursor_execute", capture)
         assert len(s.claim_due("A", 50, 60, at(1))) == 1
-        [(sql, params)] = executed
         with s._engine.connect() as conn:
-            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()  # type: ignore[arg-type]
+            plan = conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {batch.claim_keys_sql(50)}", {"now": "2026-01-01"}
+            ).all()
     steps = [str(row[-1]) for row in plan]
     fresh = steps[steps.index("CO-ROUTINE fresh") :]
     assert fresh[1] == "SCAN messages USING INDEX ix_messages_claim"

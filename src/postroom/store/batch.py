@@ -52,14 +52,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRIORITY_LIMITS",
+    "claim_keys_sql",
     "claim_postgres",
     "claim_sql",
-    "claimed_from_sqlite",
     "db_time",
     "finish",
     "insert",
+    "lease_sqlite",
     "new_row",
     "outcome_rows",
+    "read_claimed_sqlite",
     "release",
     "time_converter",
 ]
@@ -238,23 +240,17 @@ _PLAN_SETTINGS = "SELECT " + ", ".join(
 )
 
 
-@lru_cache(maxsize=64)
-def claim_sql(dialect: str, limit: int) -> str:
-    """``UPDATE ... WHERE <key> IN (top rows of dead leases ∪ due queued rows) RETURNING``.
-
-    Each candidate set is taken in claim order (priority, then age), at most ``limit`` rows,
-    locked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (on SQLite the transaction is
-    exclusive, and rows are addressed by ``rowid``, which the partial indexes carry). The limit
-    is written into the text so that both planners see it.
-    """
+def _candidates(dialect: str, limit: int) -> tuple[str, str]:
+    """The rows a claim may take, in claim order (highest priority, then oldest), at most
+    ``limit``: dead leases first considered, then due queued rows. Returns the SQL that selects
+    their key ``k`` and the ORDER BY ... LIMIT clause of the claim."""
     if dialect == "sqlite":
-        key, lock, now, owner, until = "rowid", "", ":now", ":owner", ":lease_until"
+        key, lock, now = "rowid", "", ":now"
         # for a small LIMIT the planner would rather range over due_at and sort every due row
         # (tens of ms with a backlog); the claim index is already in claim order
         fresh_from = "messages INDEXED BY ix_messages_claim"
     else:
-        key, lock = "id", " FOR UPDATE SKIP LOCKED"
-        now, owner, until = "%(now)s", "%(owner)s", "%(lease_until)s"
+        key, lock, now = "id", " FOR UPDATE SKIP LOCKED", "%(now)s"
         fresh_from = "messages"
     order = f"ORDER BY priority DESC, created_at LIMIT {int(limit)}"
     return (
@@ -262,12 +258,66 @@ def claim_sql(dialect: str, limit: int) -> str:
         f"WHERE status = 'sending' AND lease_until < {now} {order}{lock}), "
         f"fresh AS (SELECT {key} AS k, priority, created_at FROM {fresh_from} "
         f"WHERE status = 'queued' AND due_at <= {now} AND expires_at > {now} {order}{lock}) "
-        f"UPDATE messages SET status = 'sending', lease_owner = {owner}, "
-        f"lease_until = {until}, updated_at = {now} "
-        f"WHERE {key} IN (SELECT k FROM (SELECT * FROM stale UNION ALL SELECT * FROM fresh) "
-        f"AS candidates {order}) "
-        f"RETURNING {_CLAIMED}"
+        f"SELECT k FROM (SELECT * FROM stale UNION ALL SELECT * FROM fresh) AS candidates",
+        order,
     )
+
+
+@lru_cache(maxsize=64)
+def claim_sql(dialect: str, limit: int) -> str:
+    """PostgreSQL: ``UPDATE ... WHERE id IN (candidates) RETURNING`` in one statement.
+
+    Candidates are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent claims never take the
+    same row. The limit is written into the text so that the planner sees it.
+    """
+    candidates, order = _candidates(dialect, limit)
+    return (
+        f"UPDATE messages SET status = 'sending', lease_owner = %(owner)s, "
+        f"lease_until = %(lease_until)s, updated_at = %(now)s "
+        f"WHERE id IN ({candidates} {order}) RETURNING {_CLAIMED}"
+    )
+
+
+@lru_cache(maxsize=64)
+def claim_keys_sql(limit: int) -> str:
+    """SQLite: the ``rowid`` of every row to claim, as one JSON array (one step to run)."""
+    candidates, order = _candidates("sqlite", limit)
+    return f"SELECT json_group_array(k) FROM ({candidates} {order})"
+
+
+_LEASE_SQLITE = (
+    "UPDATE messages SET status = 'sending', lease_owner = :owner, lease_until = :lease_until, "
+    "updated_at = :now WHERE rowid IN (SELECT value FROM json_each(:keys))"
+)
+_READ_CLAIMED_SQLITE = (
+    f"SELECT {_CLAIMED} FROM messages WHERE rowid IN (SELECT value FROM json_each(?1)) "
+    "AND status = 'sending' AND lease_owner = ?2"
+)
+
+
+def lease_sqlite(
+    dbapi: sqlite3.Connection, owner: str, limit: int, now: str, lease_until: str
+) -> str:
+    """Lease up to ``limit`` due rows inside the caller's ``BEGIN IMMEDIATE`` transaction;
+    return their keys for :func:`read_claimed_sqlite`.
+
+    Two steps, whatever the number of rows: reading the claimed rows here would be one more
+    step per row while the write lock is held. They are read after the commit instead: a
+    leased row is left alone by every other writer until its lease runs out.
+    """
+    (keys,) = dbapi.execute(claim_keys_sql(limit), {"now": now}).fetchone()
+    if keys != "[]":
+        lease = {"keys": keys, "owner": owner, "lease_until": lease_until, "now": now}
+        dbapi.execute(_LEASE_SQLITE, lease)
+    return str(keys)
+
+
+def read_claimed_sqlite(dbapi: sqlite3.Connection, owner: str, keys: str) -> list[Claimed]:
+    """The rows :func:`lease_sqlite` leased to ``owner``, highest priority first, then oldest."""
+    if keys == "[]":
+        return []
+    rows = dbapi.execute(_READ_CLAIMED_SQLITE, (keys, owner)).fetchall()
+    return claimed_rows(rows, time_from_sqlite)
 
 
 def claim_postgres(
@@ -302,11 +352,6 @@ def claimed_rows(
         )
         for r in ordered
     ]
-
-
-def claimed_from_sqlite(rows: Sequence[Sequence[Any]]) -> list[Claimed]:
-    """:func:`claimed_rows` for SQLite (times are stored text)."""
-    return claimed_rows(rows, time_from_sqlite)
 
 
 # -- outcomes -------------------------------------------------------------------------------------

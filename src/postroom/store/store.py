@@ -133,9 +133,30 @@ class Store:
 
     @contextmanager
     def _sqlite_write(self) -> Iterator[sqlite3.Connection]:
-        """:meth:`_write`, handing out the driver connection for the batch statements."""
-        with self._write() as conn:
-            yield cast("sqlite3.Connection", conn.connection.driver_connection)
+        """A write transaction on a driver connection, for the statements of :mod:`batch`."""
+        with self._connect() as conn:
+            dbapi = cast("sqlite3.Connection", conn.connection.driver_connection)
+            with self._sqlite_transaction(dbapi):
+                yield dbapi
+
+    @contextmanager
+    def _sqlite_transaction(self, dbapi: sqlite3.Connection) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the write lock, straight on the driver.
+
+        Nothing of SQLAlchemy runs while the lock is held: in a busy dispatcher each step of
+        Python code there may wait for the GIL behind the SMTP threads, and every other writer
+        waits for the lock meanwhile (see :mod:`postroom.store.batch`).
+        """
+        assert self._writer is not None
+        with self._writer.held():
+            dbapi.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                dbapi.commit()
+            except BaseException:
+                if dbapi.in_transaction:
+                    dbapi.rollback()
+                raise
 
     @contextmanager
     def _postgres(self) -> Iterator[psycopg.Connection[Any]]:
@@ -212,14 +233,13 @@ class Store:
         if self.dialect == "postgresql":
             with self._postgres() as dbapi:
                 return batch.claim_postgres(dbapi, owner, limit, now.astimezone(UTC), lease_until)
-        params = {
-            "now": sqlite_time(now),
-            "owner": owner,
-            "lease_until": sqlite_time(lease_until),
-        }
-        with self._write() as conn:
-            rows = conn.exec_driver_sql(batch.claim_sql("sqlite", limit), params).all()
-        return batch.claimed_from_sqlite(rows)
+        with self._connect() as conn:
+            sqlite_dbapi = cast("sqlite3.Connection", conn.connection.driver_connection)
+            with self._sqlite_transaction(sqlite_dbapi):
+                keys = batch.lease_sqlite(
+                    sqlite_dbapi, owner, limit, sqlite_time(now), sqlite_time(lease_until)
+                )
+            return batch.read_claimed_sqlite(sqlite_dbapi, owner, keys)
 
     def finish(self, owner: str, results: Sequence[Finish]) -> int:
         """Record outcomes in one transaction; return how many message rows were updated.
