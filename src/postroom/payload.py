@@ -26,6 +26,7 @@ __all__ = [
     "PAYLOAD_VERSION",
     "QueuedEmail",
     "decode",
+    "decode_email",
     "encode",
     "encode_email_json",
     "new_message_id",
@@ -125,6 +126,26 @@ def _time(doc: dict[str, Any], key: str) -> datetime:
 
 def decode(raw: bytes) -> QueuedEmail:
     """Parse a payload; raise :class:`PayloadError` naming what is wrong."""
+    doc = _document(raw)
+    message_id = doc.get("id")
+    if not isinstance(message_id, str) or not message_id:
+        raise PayloadError("payload field 'id' is missing or empty")
+    return QueuedEmail(
+        id=message_id,
+        queued_at=_time(doc, "queued_at"),
+        send_after=_time(doc, "send_after"),
+        email=doc["email"],
+    )
+
+
+def decode_email(raw: bytes) -> dict[str, Any]:
+    """Only the email of a payload (what delivery needs); raise :class:`PayloadError`."""
+    email: dict[str, Any] = _document(raw)["email"]
+    return email
+
+
+def _document(raw: bytes) -> dict[str, Any]:
+    """The payload's JSON object, checked for its version and an ``email`` object."""
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -136,15 +157,6 @@ def decode(raw: bytes) -> QueuedEmail:
         raise PayloadError(
             f"payload version {version!r} is not supported (this postroom reads {PAYLOAD_VERSION})"
         )
-    message_id = doc.get("id")
-    if not isinstance(message_id, str) or not message_id:
-        raise PayloadError("payload field 'id' is missing or empty")
-    email = doc.get("email")
-    if not isinstance(email, dict):
+    if not isinstance(doc.get("email"), dict):
         raise PayloadError("payload field 'email' is missing or not an object")
-    return QueuedEmail(
-        id=message_id,
-        queued_at=_time(doc, "queued_at"),
-        send_after=_time(doc, "send_after"),
-        email=email,
-    )
+    return doc

@@ -122,6 +122,6 @@ class Transport(ABC):
 def render_payload(payload: bytes) -> bytes:
     """The RFC 5322 bytes of a queued payload: the same Message-ID and Date on every attempt."""
     from postroom.message import Email
-    from postroom.payload import decode
+    from postroom.payload import decode_email
 
-    return Email.from_dict(decode(payload).email).to_bytes()
+    return Email.from_dict(decode_email(payload)).to_bytes()

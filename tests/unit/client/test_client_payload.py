@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from postroom.errors import PayloadError
 from postroom.message import Email
-from postroom.payload import PAYLOAD_VERSION, decode, encode, encode_email_json
+from postroom.payload import PAYLOAD_VERSION, decode, decode_email, encode, encode_email_json
 
 QUEUED_AT = datetime(2026, 11, 28, 9, 0, 0, 123456, tzinfo=UTC)
 
@@ -62,3 +63,25 @@ def test_payload_bytes_are_compact_utf8_json_of_the_documented_object(
 def test_an_id_that_needs_escaping_is_escaped() -> None:
     payload = encode_email_json('a"b\\c', "{}", QUEUED_AT, QUEUED_AT)
     assert decode(payload).id == 'a"b\\c'
+
+
+def test_decode_email_gives_the_email_alone() -> None:
+    email = _email()
+    payload = encode("m1", email.to_dict(), QUEUED_AT, QUEUED_AT)
+    assert decode_email(payload) == email.to_dict()
+    assert Email.from_dict(decode_email(payload)).to_bytes() == email.to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"\xff", "not UTF-8 JSON"),
+        (b"[1]", "not a JSON object"),
+        (b'{"v": 99, "email": {}}', "version 99 is not supported"),
+        (b'{"v": 1, "email": "x"}', "'email' is missing or not an object"),
+    ],
+)
+def test_decode_and_decode_email_name_the_same_problems(raw: bytes, problem: str) -> None:
+    for parse in (decode, decode_email):
+        with pytest.raises(PayloadError, match=problem):
+            parse(raw)
