@@ -20,8 +20,8 @@ import argparse
 import os
 import shutil
 import signal
-import sqlite3
 import smtplib
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -36,7 +36,16 @@ from postroom.config import load_config
 from postroom.message import Email
 from postroom.store import open_store
 
-PROCESSES = int(os.environ.get("POSTROOM_BENCH_PROCESSES", "1"))
+#: (queue engine, dispatcher processes) of each row; POSTROOM_BENCH_PROCESSES=N runs only the
+#: two queue engines with N processes
+CONFIGURATIONS = (
+    [
+        ("redis", int(os.environ["POSTROOM_BENCH_PROCESSES"])),
+        ("sqlite", int(os.environ["POSTROOM_BENCH_PROCESSES"])),
+    ]
+    if os.environ.get("POSTROOM_BENCH_PROCESSES")
+    else [("redis", 1), ("sqlite", 1), ("redis", 2)]
+)
 REDIS_URL = os.environ.get("POSTROOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -116,7 +125,7 @@ def ceiling(port: int, count: int, threads: int = 4) -> float:
     return per * threads / (time.perf_counter() - start)
 
 
-def write_config(folder: Path, queue: str, smtp_port: int, processes: int = PROCESSES) -> Path:
+def write_config(folder: Path, queue: str, smtp_port: int, processes: int = 1) -> Path:
     if queue == "redis":
         queue_yaml = (
             f"engine: redis\n      url: {REDIS_URL}\n      name: bench-{uuid.uuid4().hex[:8]}"
@@ -174,10 +183,10 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def throughput(queue: str, sink_port: int, count: int) -> dict[str, float]:
+def throughput(queue: str, processes: int, sink_port: int, count: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp:
         folder = Path(tmp)
-        config_path = write_config(folder, queue, sink_port)
+        config_path = write_config(folder, queue, sink_port, processes)
         config = load_config(config_path)
         with Outbox(config) as outbox:
             for i in range(count):
@@ -193,10 +202,12 @@ def throughput(queue: str, sink_port: int, count: int) -> dict[str, float]:
         return {"messages": count, "seconds": done - start, "rate": count / (done - start)}
 
 
-def latency(queue: str, sink_port: int, rate: float, seconds: float) -> dict[str, float]:
+def latency(
+    queue: str, processes: int, sink_port: int, rate: float, seconds: float
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp:
         folder = Path(tmp)
-        config_path = write_config(folder, queue, sink_port)
+        config_path = write_config(folder, queue, sink_port, processes)
         config = load_config(config_path)
         db_url = config.email.server.database.sqlalchemy_url()
         proc = start_server(config_path, folder)
@@ -238,13 +249,14 @@ def run(
     sink = Sink(binary)
     rows: list[dict[str, object]] = []
     try:
-        for queue in ("redis", "sqlite"):
+        for queue, processes in CONFIGURATIONS:
             base = ceiling(sink.port, messages)
-            result = throughput(queue, sink.port, messages)
-            lat = latency(queue, sink.port, rate, seconds)
+            result = throughput(queue, processes, sink.port, messages)
+            lat = latency(queue, processes, sink.port, rate, seconds)
             rows.append(
                 {
                     "bench": f"e2e {queue} queue + sqlite db",
+                    "processes": processes,
                     "messages": messages,
                     "postroom_msgs_per_s": round(result["rate"]),
                     "smtplib_4_threads_msgs_per_s": round(base),
