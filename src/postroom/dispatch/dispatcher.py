@@ -64,9 +64,7 @@ class _Job:
 @dataclass(slots=True)
 class _Done:
     claimed: Claimed
-    result: DeliveryResult | None  # None: released unstarted
-    started_at: datetime
-    ended_at: datetime
+    finish: Finish | None  # None: released unstarted
 
 
 class Dispatcher:
@@ -167,8 +165,8 @@ class Dispatcher:
             done, self._done = self._done, []
         if not done:
             return 0
-        released = [d.claimed.id for d in done if d.result is None]
-        finishes = [self._finish_for(d) for d in done if d.result is not None]
+        released = [d.claimed.id for d in done if d.finish is None]
+        finishes = [d.finish for d in done if d.finish is not None]
         try:
             if released:
                 self.store.release(self.owner, released, self.clock())
@@ -186,21 +184,22 @@ class Dispatcher:
             self._inflight -= len(done)
         return len(done)
 
-    def _finish_for(self, done: _Done) -> Finish:
-        claimed, result = done.claimed, done.result
-        assert result is not None
+    def _finish_for(
+        self, claimed: Claimed, result: DeliveryResult, started_at: datetime, ended_at: datetime
+    ) -> Finish:
+        """What to write for one delivery; runs in the worker, off the step loop's path."""
         decision = decide(
             result,
             recipients=claimed.recipients,
             num_fails=claimed.num_fails,
             expires_at=claimed.expires_at,
-            now=done.ended_at,
+            now=ended_at,
             policy=self.policy,
             rand=self.rand,
         )
         attempt = AttemptRecord(
-            started_at=done.started_at,
-            ended_at=done.ended_at,
+            started_at=started_at,
+            ended_at=ended_at,
             outcome=result.outcome.value,
             code=result.reply.code or None,
             enhanced_code=result.reply.enhanced,
@@ -292,10 +291,12 @@ class Dispatcher:
     def _run_job(self, job: _Job) -> None:
         started = self.clock()
         if time.monotonic() - job.claimed_mono > self.lease_s / 2:
-            self._record(_Done(job.claimed, None, started, started))
+            self._record(_Done(job.claimed, None))
             return
         result = self._deliver(job.claimed)
-        self._record(_Done(job.claimed, result, started, self.clock()))
+        self._record(
+            _Done(job.claimed, self._finish_for(job.claimed, result, started, self.clock()))
+        )
 
     def _record(self, done: _Done) -> None:
         with self._cond:
@@ -318,9 +319,8 @@ class Dispatcher:
         with self._cond:
             unstarted, self._jobs = list(self._jobs), deque()
             self._cond.notify_all()
-        now = self.clock()
         for job in unstarted:
-            self._record(_Done(job.claimed, None, now, now))
+            self._record(_Done(job.claimed, None))
         deadline = time.monotonic() + self.grace_s
         for thread in self._threads:
             if thread.is_alive():
