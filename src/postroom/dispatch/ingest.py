@@ -16,6 +16,7 @@ timeout. Redelivered payloads whose id is already stored are not inserted twice.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -32,8 +33,20 @@ __all__ = ["Ingestor", "to_new_message"]
 log = logging.getLogger("postroom.ingest")
 
 
+_MAX_ID_LENGTH = 200
+
+
 def _poison_id(raw: bytes) -> str:
-    """A stable id for a payload without a readable id, so redelivery stays idempotent."""
+    """The payload's own id when it can be read (so ``postroom status ID`` finds the failure
+    under the id ``enqueue()`` returned), else a stable hash of the bytes, so that redelivery
+    stays idempotent either way."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:  # also UnicodeDecodeError
+        doc = None
+    found = doc.get("id") if isinstance(doc, dict) else None
+    if isinstance(found, str) and 0 < len(found) <= _MAX_ID_LENGTH and found.isprintable():
+        return found
     return "poison-" + hashlib.sha256(raw).hexdigest()[:24]
 
 

@@ -218,6 +218,16 @@ def test_poison_payload_is_stored_failed_and_acknowledged(rig: Rig) -> None:
     assert "not UTF-8 JSON" in reasons and "version 99" in reasons
 
 
+def test_poison_payload_with_a_readable_id_is_stored_under_that_id(rig: Rig) -> None:
+    rig.queue.push([b'{"v": 1, "id": "01READABLE", "email": {}}', b'{"v": 1, "id": "\\n"}'])
+    rig.ingestor.run_once(0)
+    info = rig.store.get("01READABLE")
+    assert info.status == "failed"
+    assert info.failure is not None and "queued_at" in info.failure
+    stats = rig.store.stats(None, rig.clock())
+    assert stats.counts["failed"] == 2  # the unprintable id got a hash id instead
+
+
 def test_email_without_recipient_in_payload_is_failed_at_ingest(rig: Rig) -> None:
     data = email().to_dict()
     data["to"] = []
