@@ -34,6 +34,23 @@ _NO_SEND = (
 )
 
 
+class _NoSendError(AttributeError):
+    """``e.send()``: the interpreter names the missing attribute on every AttributeError it
+    passes on, and the traceback then suggests ``sender``. This one keeps no name, and shows as
+    the plain AttributeError it is."""
+
+    __module__ = "builtins"
+    __qualname__ = "AttributeError"
+
+    @property
+    def name(self) -> None:
+        return None
+
+    @name.setter
+    def name(self, value: object) -> None:
+        pass
+
+
 class Email(EmailFields):
     """An email message, "for humans".
 
@@ -298,7 +315,7 @@ class Email(EmailFields):
 
         def __getattr__(self, name: str) -> object:
             if name == "send":
-                raise AttributeError(_NO_SEND)  # no name: no "did you mean sender?"
+                raise _NoSendError(_NO_SEND)
             raise AttributeError(f"'Email' object has no attribute {name!r}", name=name, obj=self)
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import traceback
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -481,6 +482,9 @@ def test_send_does_not_exist_and_says_what_to_use() -> None:
     for method in ("enqueue()", "send_later(", "send_at("):
         assert method in message
     assert not hasattr(email, "send")
+    printed = "".join(traceback.format_exception(caught.value))
+    assert "Did you mean" not in printed
+    assert "\nAttributeError: Email has no send()" in printed
     with pytest.raises(AttributeError, match="no attribute 'sendd'"):
         email.sendd  # type: ignore[attr-defined]  # noqa: B018
 
