@@ -253,18 +253,18 @@ def run(
             base = ceiling(sink.port, messages)
             result = throughput(queue, processes, sink.port, messages)
             lat = latency(queue, processes, sink.port, rate, seconds)
-            rows.append(
-                {
-                    "bench": f"e2e {queue} queue + sqlite db",
-                    "processes": processes,
-                    "messages": messages,
-                    "postroom_msgs_per_s": round(result["rate"]),
-                    "smtplib_4_threads_msgs_per_s": round(base),
-                    "ratio": round(result["rate"] / base, 3),
-                    "latency_p50_ms": round(lat["p50_ms"], 1),
-                    "latency_p99_ms": round(lat["p99_ms"], 1),
-                }
-            )
+            row: dict[str, object] = {
+                "bench": f"e2e {queue} queue + sqlite db",
+                "processes": processes,
+                "messages": messages,
+                "postroom_msgs_per_s": round(result["rate"]),
+                "smtplib_4_threads_msgs_per_s": round(base),
+                "ratio": round(result["rate"] / base, 3),
+                "latency_p50_ms": round(lat["p50_ms"], 1),
+                "latency_p99_ms": round(lat["p99_ms"], 1),
+            }
+            rows.append(row)
+            print("  ".join(f"{key}={value}" for key, value in row.items()), flush=True)
     finally:
         sink.stop()
     return rows
@@ -276,8 +276,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    for row in run(args.messages, args.rate, args.seconds):
-        print("  ".join(f"{k}={v}" for k, v in row.items()))
+    run(args.messages, args.rate, args.seconds)
 
 
 if __name__ == "__main__":

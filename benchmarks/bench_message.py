@@ -79,7 +79,8 @@ def measure(call: Callable[[], object], calls: int) -> tuple[float, float]:
 
 
 def run(calls: int = 2000) -> list[dict[str, object]]:
-    """Measure every (email, operation) pair; one row each with median_us and p99_us."""
+    """Measure every (email, operation) pair; one row each with median_us and p99_us, printed
+    as it completes."""
     rows: list[dict[str, object]] = []
     for label, email, count in (
         ("small text+html", small_email(), calls),
@@ -93,27 +94,18 @@ def run(calls: int = 2000) -> list[dict[str, object]]:
         ]
         for operation, call in operations:
             median_us, p99_us = measure(call, count)
-            rows.append(
-                {
-                    "benchmark": "message",
-                    "email": label,
-                    "operation": operation,
-                    "calls": count,
-                    "bytes": size,
-                    "median_us": round(median_us, 1),
-                    "p99_us": round(p99_us, 1),
-                }
-            )
+            row: dict[str, object] = {
+                "benchmark": "message",
+                "email": label,
+                "operation": operation,
+                "calls": count,
+                "bytes": size,
+                "median_us": round(median_us, 1),
+                "p99_us": round(p99_us, 1),
+            }
+            rows.append(row)
+            print("  ".join(f"{key}={value}" for key, value in row.items()), flush=True)
     return rows
-
-
-def print_table(rows: list[dict[str, object]]) -> None:
-    print(f"{'email':<18} {'operation':<22} {'calls':>6} {'median µs':>11} {'p99 µs':>11}")
-    for row in rows:
-        print(
-            f"{row['email']!s:<18} {row['operation']!s:<22} {row['calls']!s:>6} "
-            f"{row['median_us']!s:>11} {row['p99_us']!s:>11}"
-        )
 
 
 def main() -> int:
@@ -121,7 +113,6 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="calls per small-email operation")
     args = parser.parse_args()
     rows = run(args.calls)
-    print_table(rows)
     small = next(
         r for r in rows if r["email"] == "small text+html" and r["operation"] == "to_bytes()"
     )

@@ -22,13 +22,11 @@ def main() -> int:
         print(f"== {name}", flush=True)
         started = time.perf_counter()
         try:
-            rows = importlib.import_module(name).run()
+            importlib.import_module(name).run()  # prints each row as it completes
         except Exception as exc:  # one broken benchmark must not hide the others
             print(f"   failed: {type(exc).__name__}: {exc}")
             failed.append(name)
             continue
-        for row in rows:
-            print("   " + "  ".join(f"{key}={value}" for key, value in row.items()), flush=True)
         print(f"   ({time.perf_counter() - started:.1f}s)")
     return 1 if failed else 0
 

@@ -290,6 +290,24 @@ def test_sqlite_queues_share_a_file_by_name(tmp_path: Path) -> None:
         assert [i.payload for i in beta.take(10, timeout_s=0)] == [b"b"]
 
 
+def test_sqlite_stale_receipt_does_not_ack_a_redelivered_item(tmp_path: Path) -> None:
+    path = str(tmp_path / "q.db")
+    with (
+        SqliteQueue(path, redeliver_after_s=0.1) as first,
+        SqliteQueue(path, redeliver_after_s=0.1) as second,
+    ):
+        first.push([b"x", b"y"])
+        stale = first.take(2, timeout_s=0)
+        time.sleep(0.15)
+        again = second.take(2, timeout_s=1.0)
+        assert [i.deliveries for i in again] == [2, 2]
+        first.ack([i.tag for i in stale])  # both receipts are out of date
+        assert first.size() == 2
+        second.ack([again[0].tag, stale[1].tag])  # one current receipt, one stale
+        assert [i.payload for i in second.take(2, timeout_s=0.5)] == [b"y"]
+        assert second.size() == 1
+
+
 @pytest.mark.parametrize("name", ["", "has space", 'x"; DROP TABLE y; --', "dot.ted", "a" * 101])
 def test_sqlite_refuses_a_bad_queue_name(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match="queue name"):

@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -188,17 +189,22 @@ class SqliteQueue(QueueEngine):
             sleep_s = min(sleep_s * 2, _MAX_SLEEP_S)
 
     def ack(self, tags: Sequence[str]) -> None:
-        """Delete the rows these tags were handed out for; unknown or stale tags do nothing."""
+        """Delete the rows these tags were handed out for; unknown or stale tags do nothing.
+
+        Two statements whatever the number of tags (the keys travel as one JSON array): each
+        statement row by row would take the GIL back once per row while the file is locked.
+        """
         keys = [key for key in map(_parse_tag, tags) if key is not None]
         if not keys:
             return
+        matching = (
+            f"SELECT t.id FROM json_each(?1) AS k, {self._taken} AS t "
+            "WHERE t.id = json_extract(k.value, '$[0]') AND t.token = json_extract(k.value, '$[1]')"
+        )
+        param = (json.dumps(keys),)
         with self._write() as conn:
-            conn.executemany(
-                f"DELETE FROM {self._items} WHERE id = ?1 AND EXISTS "
-                f"(SELECT 1 FROM {self._taken} WHERE id = ?1 AND token = ?2)",
-                keys,
-            )
-            conn.executemany(f"DELETE FROM {self._taken} WHERE id = ? AND token = ?", keys)
+            conn.execute(f"DELETE FROM {self._items} WHERE id IN ({matching})", param)
+            conn.execute(f"DELETE FROM {self._taken} WHERE id IN ({matching})", param)
 
     def size(self) -> int:
         """Rows not yet acknowledged: waiting plus taken."""
@@ -218,11 +224,16 @@ class SqliteQueue(QueueEngine):
     # -- claiming --------------------------------------------------------------------------------
 
     def _claim(self, max_items: int) -> list[Taken]:
-        """Mark up to ``max_items`` visible items taken under one new token and return them."""
+        """Mark up to ``max_items`` visible items taken under one new token and return them.
+
+        The items are read after the commit: nobody else touches them before their token is
+        acknowledged or ``redeliver-after`` has passed, and the file stays locked for one
+        statement only.
+        """
         token = secrets.token_hex(8)
         now = time.time()
         with self._write() as conn:
-            conn.execute(
+            claimed = conn.execute(
                 f"INSERT INTO {self._taken} (id, token, taken_at, deliveries) "
                 f"SELECT i.id, ?1, ?2, 1 FROM {self._items} AS i "
                 f"LEFT JOIN {self._taken} AS t ON t.id = i.id "
@@ -230,7 +241,10 @@ class SqliteQueue(QueueEngine):
                 "ON CONFLICT (id) DO UPDATE SET token = excluded.token, "
                 "taken_at = excluded.taken_at, deliveries = deliveries + 1",
                 (token, now, now - self.redeliver_after_s, max_items),
-            )
+            ).rowcount
+        if claimed <= 0:
+            return []
+        with self._errors():
             rows = conn.execute(
                 f"SELECT t.id, i.payload, t.deliveries FROM {self._taken} AS t "
                 f"JOIN {self._items} AS i ON i.id = t.id WHERE t.token = ? ORDER BY t.id",
