@@ -265,6 +265,24 @@ def test_get_round_trips_every_column_as_aware_utc(store: Store) -> None:
     assert info.updated_at.tzinfo == UTC
 
 
+PAYLOADS = {
+    "text": '{"subject": "Grüße ✓"}'.encode(),
+    "binary": b"\xff\xfe not UTF-8",
+    "nul": b"text with a \x00 inside",
+    "empty": b"",
+}
+
+
+def test_payload_bytes_come_back_exactly_whatever_they_hold(store: Store) -> None:
+    store.insert_messages([new(name, data=data) for name, data in PAYLOADS.items()])
+    claimed = {c.id: c.data for c in store.claim_due("A", 10, 60, at(10))}
+    assert claimed == PAYLOADS
+    if store.dialect == "sqlite":
+        with store._engine.connect() as conn:
+            types = conn.exec_driver_sql("SELECT DISTINCT typeof(data) FROM messages").all()
+        assert types == [("blob",)]
+
+
 def test_failed_rows_are_stored_with_their_reason(store: Store) -> None:
     store.insert_messages([new("bad", status="failed", failure="cannot be sent: no recipients")])
     info = store.get("bad")
