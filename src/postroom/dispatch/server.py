@@ -7,10 +7,11 @@ Lifecycle of a server process::
 *starting*: open the database (create or migrate the schema), the queue and the SMTP pool; with
 ``--dev`` also start the capture SMTP server and send everything there.
 *running*: the ingest thread moves payloads from the queue into the database and wakes the
-dispatcher; the dispatcher runs in the main thread.
+dispatcher, which runs in a thread of its own; the main thread waits for a signal.
 *stopping*: ingest stops taking (what it took and stored is acknowledged; what it took and did not
-store is left unacknowledged and comes back from the queue); the dispatcher drains (see
-:mod:`postroom.dispatch.dispatcher`); connections close.
+store is left unacknowledged and comes back from the queue); the dispatcher finishes its round
+and writes its results (see :mod:`postroom.dispatch.dispatcher`), for at most ``GRACE_S``: a
+delivery still hanging then is left to its lease; connections close.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ __all__ = ["Server", "serve"]
 log = logging.getLogger("postroom.serve")
 
 DEV_SMTP_PORT = 1025
+GRACE_S = 30.0
+"""How long a stopping server waits for the dispatcher's round under way."""
 DEV_MAILBOX = Path(".postroom") / "mailbox"
 
 
@@ -110,7 +113,6 @@ class Server:
             policy=retry_policy(config),
             batch=server.batch,
             lease_s=server.lease.total_seconds(),
-            workers=server.smtp.connections,
         )
         self.ingestor = Ingestor(
             self.queue,
@@ -122,6 +124,10 @@ class Server:
         self._stop = threading.Event()
         self._ingest_thread = threading.Thread(
             target=self._ingest_loop, name="postroom-ingest", daemon=True
+        )
+        self._failure: BaseException | None = None
+        self._dispatch_thread = threading.Thread(
+            target=self._dispatch, name="postroom-dispatch", daemon=True
         )
 
     def _transport(self) -> Transport:
@@ -152,12 +158,30 @@ class Server:
         """Run until :meth:`stop`; then drain and close everything."""
         log.info("%s", self.describe())
         self._ingest_thread.start()
+        self._dispatch_thread.start()
         try:
-            self.dispatcher.run()
+            self._stop.wait()
         finally:
-            self._stop.set()
+            self.stop()
+            self._dispatch_thread.join(GRACE_S)
+            if self._dispatch_thread.is_alive():
+                log.warning(
+                    "a delivery was still running after %.0fs; its lease will expire and the "
+                    "message will be retried",
+                    GRACE_S,
+                )
             self._ingest_thread.join(timeout=10)
             self.close()
+        if self._failure is not None:
+            raise self._failure
+
+    def _dispatch(self) -> None:
+        try:
+            self.dispatcher.run()
+        except BaseException as exc:
+            self._failure = exc
+        finally:
+            self._stop.set()
 
     def stop(self) -> None:
         """Begin a clean shutdown. Safe to call from a signal handler or another thread."""

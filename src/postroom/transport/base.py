@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 
 from postroom.errors import MessageError, PayloadError
 
-__all__ = ["DeliveryResult", "Outcome", "Reply", "Transport", "render_payload"]
+__all__ = ["DeliveryResult", "Job", "Outcome", "Reply", "Transport", "render_payload"]
+
+Job = tuple[str, Sequence[str], bytes]
+"""One message to deliver: sender, recipients, and the message (or the queued payload)."""
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -101,22 +104,56 @@ class Transport(ABC):
     def deliver(self, mail_from: str, recipients: Sequence[str], message: bytes) -> DeliveryResult:
         """Send ``message`` (RFC 5322 bytes, CRLF) from ``mail_from`` to ``recipients``."""
 
+    @property
+    def concurrency(self) -> int:
+        """How many deliveries :meth:`deliver_batch` keeps in flight at once."""
+        return 1
+
+    def deliver_batch(self, jobs: Sequence[Job]) -> list[DeliveryResult]:
+        """Deliver several rendered messages; results in the order of ``jobs``.
+
+        A job that cannot be sent at all (an address that cannot go into an SMTP command, no
+        recipient) is a ``PERMANENT`` result naming the problem, and the others still go. This
+        default sends one after the other; a transport with several connections overlaps them.
+        """
+        results = []
+        for mail_from, recipients, message in jobs:
+            try:
+                results.append(self.deliver(mail_from, recipients, message))
+            except (MessageError, ValueError, TypeError) as exc:
+                results.append(_unsendable(exc))
+        return results
+
     def deliver_payload(
         self, mail_from: str, recipients: Sequence[str], payload: bytes
     ) -> DeliveryResult:
-        """Render a queued payload (:mod:`postroom.payload`) and deliver it.
+        """Render a queued payload (:mod:`postroom.payload`) and deliver it."""
+        [result] = self.deliver_payloads([(mail_from, recipients, payload)])
+        return result
+
+    def deliver_payloads(self, jobs: Sequence[Job]) -> list[DeliveryResult]:
+        """Render queued payloads and deliver them with :meth:`deliver_batch`.
 
         A payload that cannot be rendered is a ``PERMANENT`` failure naming the problem.
-        Transports that deliver from other processes override this to render there too.
         """
-        try:
-            message = render_payload(payload)
-        except (MessageError, PayloadError, ValueError, KeyError, TypeError) as exc:
-            return DeliveryResult(Outcome.PERMANENT, Reply(0, f"cannot render the message: {exc}"))
-        return self.deliver(mail_from, recipients, message)
+        results: list[DeliveryResult | None] = []
+        rendered: list[Job] = []
+        for mail_from, recipients, payload in jobs:
+            try:
+                rendered.append((mail_from, recipients, render_payload(payload)))
+                results.append(None)
+            except (MessageError, PayloadError, ValueError, KeyError, TypeError) as exc:
+                reply = Reply(0, f"cannot render the message: {exc}")
+                results.append(DeliveryResult(Outcome.PERMANENT, reply))
+        delivered = iter(self.deliver_batch(rendered))
+        return [result if result is not None else next(delivered) for result in results]
 
     def close(self) -> None:  # noqa: B027 - optional
         """Close every pooled connection."""
+
+
+def _unsendable(exc: Exception) -> DeliveryResult:
+    return DeliveryResult(Outcome.PERMANENT, Reply(0, f"cannot be sent: {exc}"))
 
 
 def render_payload(payload: bytes) -> bytes:

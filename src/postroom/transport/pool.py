@@ -61,6 +61,7 @@ class ConnectionPool(Generic[C]):
     ) -> None:
         if size < 1:
             raise ValueError(f"pool size must be at least 1, got {size}")
+        self.size = size
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._idle: deque[tuple[C, float]] = deque()

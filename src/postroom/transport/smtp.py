@@ -43,12 +43,12 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
 from postroom.errors import AddressError, ConfigError
-from postroom.transport.base import DeliveryResult, Outcome, Reply, Transport
+from postroom.transport.base import DeliveryResult, Job, Outcome, Reply, Transport, _unsendable
 from postroom.transport.pool import ConnectionPool, Lease
 
 if TYPE_CHECKING:
@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 __all__ = ["MAX_RECIPIENTS_PER_TRANSACTION", "SmtpTransport", "TlsMode"]
 
 TlsMode = Literal["auto", "starttls", "implicit", "none"]
+T = TypeVar("T")
+Turns = Generator[None, None, T]
+"""A conversation step by step: it yields while it waits for a reply, then returns ``T``."""
 
 MAX_RECIPIENTS_PER_TRANSACTION = 100
 """RFC 5321 4.5.3.1.8: servers must accept at least 100 recipients per transaction."""
@@ -182,6 +185,11 @@ class SmtpTransport(Transport):
         user = f", username={self._username!r}" if self._username else ""
         return f"SmtpTransport({self.host!r}, {self.port}, tls={self.tls!r}{user})"
 
+    @property
+    def concurrency(self) -> int:
+        """How many deliveries :meth:`deliver_batch` runs side by side: the pool size."""
+        return self._pool.size
+
     def deliver(self, mail_from: str, recipients: Sequence[str], message: bytes) -> DeliveryResult:
         """Send ``message`` to ``recipients``; blocks while all connections are busy.
 
@@ -189,18 +197,61 @@ class SmtpTransport(Transport):
         Raises :class:`~postroom.errors.AddressError` for an address that cannot go into an
         SMTP command and ``ValueError`` for an empty recipient list.
         """
-        rcpts = _checked_recipients(mail_from, recipients)
-        payload = _data_payload(message)
-        lease = self._pool.acquire()
-        started = time.monotonic()
+        [result] = self._interleave([(mail_from, recipients, message)])
+        return result
+
+    def deliver_batch(self, jobs: Sequence[Job]) -> list[DeliveryResult]:
+        """Deliver rendered messages side by side, one per pooled connection, from this thread.
+
+        Each conversation runs until it waits for a reply, then the next one takes its turn, so
+        the connections' round trips overlap without a thread per connection. Results come in
+        the order of ``jobs``. Raises like :meth:`deliver`, before anything is sent.
+        """
+        results: list[DeliveryResult | None] = []
+        sendable: list[Job] = []
+        for mail_from, recipients, message in jobs:
+            try:
+                _checked_recipients(mail_from, recipients)
+            except (AddressError, ValueError, TypeError) as exc:
+                results.append(_unsendable(exc))
+                continue
+            results.append(None)
+            sendable.append((mail_from, recipients, message))
+        delivered: list[DeliveryResult] = []
+        for start in range(0, len(sendable), self.concurrency):
+            delivered.extend(self._interleave(sendable[start : start + self.concurrency]))
+        done = iter(delivered)
+        return [result if result is not None else next(done) for result in results]
+
+    def _interleave(self, jobs: Sequence[Job]) -> list[DeliveryResult]:
+        """Run the conversations of ``jobs`` (at most one per pool slot) turn by turn."""
+        checked = [(m, _checked_recipients(m, r), _data_payload(msg)) for m, r, msg in jobs]
+        leases: list[Lease[_Connection]] = []
         try:
-            txns = self._run(lease, mail_from, rcpts, payload)
+            for _ in checked:
+                leases.append(self._pool.acquire())
+            started = time.monotonic()
+            turns = [self._run(lease, *job) for lease, job in zip(leases, checked, strict=True)]
+            txns: list[list[_Txn]] = [[] for _ in turns]
+            waiting = list(range(len(turns)))
+            while waiting:
+                still = []
+                for i in waiting:
+                    try:
+                        next(turns[i])
+                        still.append(i)
+                    except StopIteration as finished:
+                        txns[i] = finished.value
+                waiting = still
         except BaseException:
-            lease.reusable = False  # interrupted mid-conversation: the state is unknown
+            for lease in leases:
+                lease.reusable = False  # interrupted mid-conversation: the state is unknown
             raise
         finally:
-            self._pool.release(lease)
-        return replace(_merge(txns), duration_s=time.monotonic() - started)
+            for lease in leases:
+                self._pool.release(lease)
+        took = time.monotonic() - started
+        return [replace(_merge(t), duration_s=took) for t in txns]
 
     def close(self) -> None:
         """QUIT every idle connection now and every busy one when its delivery ends.
@@ -213,7 +264,8 @@ class SmtpTransport(Transport):
 
     def _run(
         self, lease: Lease[_Connection], mail_from: str, rcpts: tuple[str, ...], payload: bytes
-    ) -> list[_Txn]:
+    ) -> Turns[list[_Txn]]:
+        """One delivery: a generator that yields each time it waits for the server's reply."""
         chunks = [
             rcpts[i : i + MAX_RECIPIENTS_PER_TRANSACTION]
             for i in range(0, len(rcpts), MAX_RECIPIENTS_PER_TRANSACTION)
@@ -229,7 +281,7 @@ class SmtpTransport(Transport):
                     txns.extend(_Txn(Outcome.TEMPORARY, exc.reply, c) for c in chunks[len(txns) :])
                     break
             conn = lease.conn
-            txn = self._transaction(conn.client, mail_from, chunk, payload)
+            txn = yield from self._transaction(conn.client, mail_from, chunk, payload)
             if txn.stale and conn.transactions > 0 and not stale_retried:
                 stale_retried = True
                 self._discard(lease)
@@ -250,22 +302,24 @@ class SmtpTransport(Transport):
 
     def _transaction(
         self, client: smtplib.SMTP, mail_from: str, rcpts: tuple[str, ...], payload: bytes
-    ) -> _Txn:
+    ) -> Turns[_Txn]:
         """MAIL, RCPT for each recipient, DATA, the message, and the reply to the final dot.
 
         When the server offers PIPELINING (RFC 2920), MAIL, every RCPT and DATA leave in one
         write and their replies are read in order afterwards: one round trip for the envelope
         instead of two plus one per recipient. The replies are judged the same way either way.
+        Yields after every write that a reply answers.
         """
         pipelined = client.has_extn("pipelining")
+        commands = [f"MAIL FROM:<{mail_from}>", *(f"RCPT TO:<{r}>" for r in rcpts), "DATA"]
         if pipelined:
-            commands = [f"MAIL FROM:<{mail_from}>", *(f"RCPT TO:<{r}>" for r in rcpts), "DATA"]
             try:
                 client.send("".join(f"{c}\r\n" for c in commands).encode("ascii"))
             except _LOST as exc:
                 return self._lost(rcpts, exc, "at MAIL FROM", {}, stale=not _timed_out(exc))
+            yield
         try:
-            code, text = client.getreply() if pipelined else client.mail(mail_from)
+            code, text = yield from _command(client, commands[0], pipelined)
         except _LOST as exc:
             return self._lost(rcpts, exc, "at MAIL FROM", {}, stale=not _timed_out(exc))
         if code == 421:
@@ -275,9 +329,9 @@ class SmtpTransport(Transport):
             return self._refused_step(client, rcpts, code, text, {}, "MAIL FROM")
         refused: dict[str, Reply] = {}
         accepted: list[str] = []
-        for rcpt in rcpts:
+        for rcpt, command in zip(rcpts, commands[1:], strict=False):
             try:
-                code, text = client.getreply() if pipelined else client.rcpt(rcpt)
+                code, text = yield from _command(client, command, pipelined)
             except _LOST as exc:
                 return self._lost(rcpts, exc, f"at RCPT TO <{rcpt}>", refused)
             if code == 421:
@@ -289,16 +343,18 @@ class SmtpTransport(Transport):
             else:
                 refused[rcpt] = _reply(code, text)
         if pipelined:
-            return self._pipelined_data(
-                client, rcpts, mail_reply, tuple(accepted), refused, payload
+            return (
+                yield from self._pipelined_data(
+                    client, rcpts, mail_reply, tuple(accepted), refused, payload
+                )
             )
         if not accepted:
             return self._all_refused(client, rcpts, refused)
         try:
-            code, text = client.docmd("DATA")
+            data_reply = yield from _command(client, "DATA", pipelined)
         except _LOST as exc:
             return self._lost(rcpts, exc, "at DATA", refused)
-        return self._data(client, rcpts, (code, text), tuple(accepted), refused, payload)
+        return (yield from self._data(client, rcpts, data_reply, tuple(accepted), refused, payload))
 
     def _pipelined_data(
         self,
@@ -308,7 +364,7 @@ class SmtpTransport(Transport):
         accepted: tuple[str, ...],
         refused: dict[str, Reply],
         payload: bytes,
-    ) -> _Txn:
+    ) -> Turns[_Txn]:
         """Read the reply to a pipelined DATA, then judge the envelope as in lock-step."""
         try:
             code, text = client.getreply()
@@ -325,7 +381,7 @@ class SmtpTransport(Transport):
             return self._refused_step(client, rcpts, *mail_reply, {}, "MAIL FROM")
         if not accepted:
             return self._all_refused(client, rcpts, refused)
-        return self._data(client, rcpts, (code, text), accepted, refused, payload)
+        return (yield from self._data(client, rcpts, (code, text), accepted, refused, payload))
 
     def _data(
         self,
@@ -335,7 +391,7 @@ class SmtpTransport(Transport):
         accepted: tuple[str, ...],
         refused: dict[str, Reply],
         payload: bytes,
-    ) -> _Txn:
+    ) -> Turns[_Txn]:
         """Given the reply to DATA: send the message and judge the reply to the final dot."""
         code, text = data_reply
         if code != 354:
@@ -344,6 +400,7 @@ class SmtpTransport(Transport):
             client.send(payload)
         except _LOST as exc:
             return self._lost(rcpts, exc, "while sending the message", refused)
+        yield
         try:
             _set_timeout(client, self._data_timeout_s)
             code, text = client.getreply()
@@ -599,6 +656,16 @@ def _reply(code: int, text: bytes | str, context: str = "") -> Reply:
         text = f"{context}: {reply.text}" if reply.text else context
         reply = Reply(reply.code, text, reply.enhanced)
     return reply
+
+
+def _command(client: smtplib.SMTP, command: str, pipelined: bool) -> Turns[tuple[int, bytes]]:
+    """The reply to ``command``: already sent in a pipelined group, else sent now (then a turn
+    passes while the server answers)."""
+    if not pipelined:
+        client.send(f"{command}\r\n".encode("ascii"))
+        yield
+    code, text = client.getreply()
+    return code, text
 
 
 def _rset(client: smtplib.SMTP) -> bool:

@@ -1,7 +1,7 @@
 """The dispatcher driven step by step with a fake clock.
 
 Real SQLite store (a file in tmp_path), the in-process queue engine and the memory transport;
-``workers=0`` makes each step deliver in the test's thread, so timing is exact.
+Each step delivers in the test's thread, so timing is exact.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     script = Script()
     transport = MemoryTransport(responder=script)
     queue = MemoryQueue()
-    dispatcher = Dispatcher(store, transport, owner="test", policy=POLICY, workers=0, clock=clock)
+    dispatcher = Dispatcher(store, transport, owner="test", policy=POLICY, clock=clock)
     ingestor = Ingestor(queue, store, max_time=timedelta(hours=1), clock=clock)
     yield Rig(store, queue, clock, script, transport, dispatcher, ingestor)
     store.close()
