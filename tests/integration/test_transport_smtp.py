@@ -435,6 +435,84 @@ def test_pipelined_data_accepted_without_a_valid_recipient_sends_nothing(
     assert b"Subject: test\r\n" not in strict.received  # the connection was dropped instead
 
 
+# -- several deliveries from one thread ----------------------------------------------------------
+
+
+def test_a_batch_overlaps_its_conversations_one_per_connection(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, connections=4)
+    server.on_dot("250 2.0.0 OK", delay_s=0.3)
+    jobs = [(SENDER, [ALICE], message(f"<b{i}@example.com>")) for i in range(4)]
+
+    started = time.monotonic()
+    results = transport.deliver_batch(jobs)
+    took = time.monotonic() - started
+
+    assert [r.outcome for r in results] == [Outcome.SENT] * 4
+    assert took < 0.9  # one after the other would take 1.2 s
+    assert server.connections_peak == 4
+    assert sorted(m.message_id or "" for m in server.accepted) == [
+        f"<b{i}@example.com>" for i in range(4)
+    ]
+
+
+def test_a_batch_reports_every_message_on_its_own(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, connections=2)
+    server.on_rcpt(BOB, "550 5.1.1 no such user")
+    jobs = [
+        (SENDER, [ALICE], message("<ok@example.com>")),
+        (SENDER, ["not <an> address"], message("<bad@example.com>")),
+        (SENDER, [BOB], message("<refused@example.com>")),
+        (SENDER, [CAROL], message("<also-ok@example.com>")),
+        (SENDER, [], message("<nobody@example.com>")),
+    ]
+
+    results = transport.deliver_batch(jobs)
+
+    assert [r.outcome for r in results] == [
+        Outcome.SENT,
+        Outcome.PERMANENT,
+        Outcome.PERMANENT,
+        Outcome.SENT,
+        Outcome.PERMANENT,
+    ]
+    assert "cannot be used in an SMTP command" in results[1].reply.text
+    assert results[2].refused == {BOB: Reply(550, "no such user", "5.1.1")}
+    assert "at least one recipient" in results[4].reply.text
+    assert server.count("<ok@example.com>") == server.count("<also-ok@example.com>") == 1
+
+
+def test_a_batch_larger_than_the_pool_goes_in_rounds(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, connections=3)
+    jobs = [(SENDER, [ALICE], message(f"<r{i}@example.com>")) for i in range(10)]
+
+    results = transport.deliver_batch(jobs)
+
+    assert [r.outcome for r in results] == [Outcome.SENT] * 10
+    assert server.connections_peak <= 3
+    assert len(server.accepted) == 10
+
+
+def test_a_lost_connection_in_a_batch_leaves_the_other_conversations_alone(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, connections=4)
+    server.on_mail(DROP, times=1)
+    jobs = [(SENDER, [ALICE], message(f"<d{i}@example.com>")) for i in range(4)]
+
+    results = transport.deliver_batch(jobs)
+
+    outcomes = sorted(r.outcome.value for r in results)
+    assert outcomes == ["sent", "sent", "sent", "temporary"]
+    assert len(server.accepted) == 3
+    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+
+
 # -- connection reuse ----------------------------------------------------------------------------
 
 

@@ -121,7 +121,7 @@ class Transport(ABC):
             try:
                 results.append(self.deliver(mail_from, recipients, message))
             except (MessageError, ValueError, TypeError) as exc:
-                results.append(_unsendable(exc))
+                results.append(unsendable(exc))
         return results
 
     def deliver_payload(
@@ -152,7 +152,7 @@ class Transport(ABC):
         """Close every pooled connection."""
 
 
-def _unsendable(exc: Exception) -> DeliveryResult:
+def unsendable(exc: Exception) -> DeliveryResult:
     return DeliveryResult(Outcome.PERMANENT, Reply(0, f"cannot be sent: {exc}"))
 
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
 from postroom.errors import AddressError, ConfigError
-from postroom.transport.base import DeliveryResult, Job, Outcome, Reply, Transport, _unsendable
+from postroom.transport.base import DeliveryResult, Job, Outcome, Reply, Transport, unsendable
 from postroom.transport.pool import ConnectionPool, Lease
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ class SmtpTransport(Transport):
             try:
                 _checked_recipients(mail_from, recipients)
             except (AddressError, ValueError, TypeError) as exc:
-                results.append(_unsendable(exc))
+                results.append(unsendable(exc))
                 continue
             results.append(None)
             sendable.append((mail_from, recipients, message))

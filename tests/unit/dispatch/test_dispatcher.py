@@ -16,6 +16,7 @@ import pytest
 from postroom.dispatch.dispatcher import Dispatcher
 from postroom.dispatch.ingest import Ingestor
 from postroom.dispatch.policy import RetryPolicy
+from postroom.errors import StoreError
 from postroom.message import Email
 from postroom.payload import encode, new_message_id
 from postroom.queue.memory import MemoryQueue
@@ -259,3 +260,62 @@ def test_transport_exception_becomes_a_temporary_failure(rig: Rig) -> None:
     info = rig.store.get(msg_id)
     assert info.status == "queued" and info.failure is not None
     assert "socket exploded" in info.failure
+
+
+def test_stop_during_a_batch_releases_the_rows_not_yet_started(rig: Rig) -> None:
+    ids = [rig.enqueue(email(subject=f"m{i}")) for i in range(5)]
+    delivered: list[str] = []
+
+    def stop_after_two(mail_from: str, recipients: object, message: bytes) -> DeliveryResult:
+        delivered.append("x")
+        if len(delivered) == 2:
+            rig.dispatcher.stop()
+        return DeliveryResult(Outcome.SENT, Reply(250, "OK"), accepted=tuple(recipients))  # type: ignore[arg-type]
+
+    rig.dispatcher.transport = MemoryTransport(responder=stop_after_two)
+    rig.step()
+    statuses = [rig.store.get(i).status for i in ids]
+    assert statuses == ["sent", "sent", "queued", "queued", "queued"]
+    assert all(rig.store.get(i).num_fails == 0 for i in ids[2:])
+    assert rig.store.claim_due("other", 10, 60, rig.clock()) != []  # released, not leased
+
+
+def test_results_a_database_error_kept_are_written_by_the_next_step(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    msg_id = rig.enqueue(email())
+    real_finish = rig.store.finish
+    failures = [StoreError("database is locked")]
+
+    def flaky_finish(owner: str, results: object) -> int:
+        if failures:
+            raise failures.pop()
+        return real_finish(owner, results)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rig.store, "finish", flaky_finish)
+    with pytest.raises(StoreError):
+        rig.step()
+    assert rig.store.get(msg_id).status == "sending"
+    rig.step()
+    assert rig.store.get(msg_id).status == "sent"
+    assert len(rig.transport.deliveries) == 1  # written, not sent again
+
+
+def test_a_batch_is_delivered_in_rounds_of_the_transport_concurrency(rig: Rig) -> None:
+    rounds: list[int] = []
+
+    class Pairs(MemoryTransport):
+        @property
+        def concurrency(self) -> int:
+            return 2
+
+        def deliver_batch(self, jobs):  # type: ignore[no-untyped-def]
+            rounds.append(len(jobs))
+            return super().deliver_batch(jobs)
+
+    rig.dispatcher.transport = Pairs()
+    for i in range(5):
+        rig.enqueue(email(subject=f"m{i}"))
+    rig.step()
+    assert rounds == [2, 2, 1]
+    assert rig.store.stats(None, rig.clock()).counts["sent"] == 5
