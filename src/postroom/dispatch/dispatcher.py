@@ -1,29 +1,28 @@
 """The dispatcher: claim due messages, deliver them over SMTP, record every outcome.
 
 Everything happens in the one thread that calls :meth:`Dispatcher.run`. Deliveries overlap
-without threads: the transport keeps one conversation per pooled connection going and lets
-the next one take its turn whenever one waits for the server (``transport.concurrency`` at a
-time). A Python thread per connection would hand the GIL back and forth at every socket and
-database call, and that cost more than the SMTP work itself.
+without threads: the transport keeps one conversation per pooled connection going, lets the
+next one take its turn whenever one waits for the server, and gives a connection the next
+message as soon as it is done. A Python thread per connection would hand the GIL back and forth
+at every socket and database call, and that cost more than the SMTP work itself.
 
 Lifecycle of a dispatcher (one per ``postroom serve`` process)::
 
-    running ──stop()──▶ stopping ──the round under way is done──▶ stopped
+    running ──stop()──▶ stopping ──the deliveries under way are done──▶ stopped
 
 *running*: each :meth:`Dispatcher.step`
 
 1. writes results a failed database write left behind, if any (before claiming more);
 2. at most once a second, expires queued messages past their ``expires_at``;
 3. claims up to ``batch`` due rows under a lease;
-4. delivers them in rounds of ``transport.concurrency`` and writes every result in one
-   transaction, fenced by the lease owner.
+4. delivers them and writes every result in one transaction, fenced by the lease owner.
 
 Between steps it waits on one event, set when ingest stored new rows or by :meth:`stop`, and
 otherwise only until the next row falls due (at most ``poll_s``, the fallback for rows that
 other dispatchers ingested).
 
-*stopping*: :meth:`stop` (safe from a signal handler or another thread) lets the round under
-way finish (bounded by the SMTP timeouts); the rows of the batch that did not start are
+*stopping*: :meth:`stop` (safe from a signal handler or another thread) lets the deliveries
+under way finish (bounded by the SMTP timeouts); the rows of the batch that did not start are
 released (back to ``queued``, no failure counted) and the results are written. Whoever runs
 the dispatcher in a thread may stop waiting for it after a grace period: a delivery still
 running then keeps its lease, which expires, and the row is claimed again. That message may be
@@ -31,9 +30,9 @@ sent twice, and it is the only way one can be.
 
 Lifecycle of one claimed row::
 
-    claimed (lease held) ──▶ delivered in its round ──▶ result written
+    claimed (lease held) ──▶ delivered ──▶ result written with its batch
             │
-            ├── stop() before its round ──▶ released
+            ├── stop() before its delivery began ──▶ released
             └── this process dies ──▶ lease expires ──▶ claimed again by any dispatcher
 """
 
@@ -42,13 +41,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from postroom.dispatch.policy import RetryPolicy, decide
 from postroom.errors import StoreError
 from postroom.store import AttemptRecord, Claimed, Finish, Store
-from postroom.transport.base import DeliveryResult, Outcome, Reply, Transport
+from postroom.transport.base import DeliveryResult, Job, Outcome, Reply, Transport
 
 __all__ = ["Dispatcher"]
 
@@ -93,7 +92,7 @@ class Dispatcher:
         self._wake.set()
 
     def stop(self) -> None:
-        """Stop after the round under way; :meth:`run` then returns. Safe from a signal handler."""
+        """Stop after the deliveries under way; :meth:`run` then returns. Signal-handler safe."""
         self._stopping.set()
         self._wake.set()
 
@@ -120,7 +119,7 @@ class Dispatcher:
             return False
         rows = self.store.claim_due(self.owner, self.batch, self.lease_s, now)
         if rows:
-            self._deliver_in_rounds(rows)
+            self._deliver_all(rows)
             self._write_results()
         return len(rows) == self.batch
 
@@ -131,23 +130,24 @@ class Dispatcher:
             log.error("database error, retrying in %.1fs: %s", self.poll_s, exc)
             return False
 
-    def _deliver_in_rounds(self, rows: Sequence[Claimed]) -> None:
-        size = max(1, self.transport.concurrency)
-        for start in range(0, len(rows), size):
-            if self._stopping.is_set():
-                self._unreleased.extend(row.id for row in rows[start:])
-                return
-            batch = rows[start : start + size]
-            started = self.clock()
-            results = self._deliver(batch)
-            ended = self.clock()
-            self._unwritten.extend(
-                self._finish_for(row, result, started, ended)
-                for row, result in zip(batch, results, strict=True)
-            )
+    def _deliver_all(self, rows: Sequence[Claimed]) -> None:
+        """Deliver ``rows``; after :meth:`stop`, the rows not yet started are released."""
 
-    def _deliver(self, rows: Sequence[Claimed]) -> list[DeliveryResult]:
-        jobs = [(row.mail_from, row.recipients, row.data) for row in rows]
+        def jobs() -> Iterator[Job]:
+            for row in rows:
+                if self._stopping.is_set():
+                    return
+                yield row.mail_from, row.recipients, row.data
+
+        results = self._deliver(jobs(), rows)
+        ended = self.clock()
+        self._unwritten.extend(
+            self._finish_for(row, result, ended - timedelta(seconds=result.duration_s), ended)
+            for row, result in zip(rows, results, strict=False)
+        )
+        self._unreleased.extend(row.id for row in rows[len(results) :])
+
+    def _deliver(self, jobs: Iterator[Job], rows: Sequence[Claimed]) -> list[DeliveryResult]:
         try:
             return self.transport.deliver_payloads(jobs)
         except Exception as exc:  # a transport must not raise; never lose the rows if one does

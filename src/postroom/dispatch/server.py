@@ -9,9 +9,9 @@ Lifecycle of a server process::
 *running*: the ingest thread moves payloads from the queue into the database and wakes the
 dispatcher, which runs in a thread of its own; the main thread waits for a signal.
 *stopping*: ingest stops taking (what it took and stored is acknowledged; what it took and did not
-store is left unacknowledged and comes back from the queue); the dispatcher finishes its round
-and writes its results (see :mod:`postroom.dispatch.dispatcher`), for at most ``GRACE_S``: a
-delivery still hanging then is left to its lease; connections close.
+store is left unacknowledged and comes back from the queue); the dispatcher finishes the
+deliveries under way and writes its results (see :mod:`postroom.dispatch.dispatcher`), for at
+most ``GRACE_S``: a delivery still hanging then is left to its lease; connections close.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ log = logging.getLogger("postroom.serve")
 
 DEV_SMTP_PORT = 1025
 GRACE_S = 30.0
-"""How long a stopping server waits for the dispatcher's round under way."""
+"""How long a stopping server waits for the deliveries under way."""
 DEV_MAILBOX = Path(".postroom") / "mailbox"
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from postroom.errors import MessageError, PayloadError
@@ -109,12 +109,14 @@ class Transport(ABC):
         """How many deliveries :meth:`deliver_batch` keeps in flight at once."""
         return 1
 
-    def deliver_batch(self, jobs: Sequence[Job]) -> list[DeliveryResult]:
-        """Deliver several rendered messages; results in the order of ``jobs``.
+    def deliver_batch(self, jobs: Iterable[Job]) -> list[DeliveryResult]:
+        """Deliver rendered messages; results in the order of ``jobs``.
 
-        A job that cannot be sent at all (an address that cannot go into an SMTP command, no
-        recipient) is a ``PERMANENT`` result naming the problem, and the others still go. This
-        default sends one after the other; a transport with several connections overlaps them.
+        ``jobs`` is read lazily: a caller stops a batch by ending the iterable, and gets the
+        results of the jobs read. A job that cannot be sent at all (an address that cannot go
+        into an SMTP command, no recipient) is a ``PERMANENT`` result naming the problem, and
+        the others still go. This default sends one after the other; a transport with several
+        connections overlaps them.
         """
         results = []
         for mail_from, recipients, message in jobs:
@@ -131,22 +133,28 @@ class Transport(ABC):
         [result] = self.deliver_payloads([(mail_from, recipients, payload)])
         return result
 
-    def deliver_payloads(self, jobs: Sequence[Job]) -> list[DeliveryResult]:
-        """Render queued payloads and deliver them with :meth:`deliver_batch`.
+    def deliver_payloads(self, jobs: Iterable[Job]) -> list[DeliveryResult]:
+        """Render queued payloads and deliver them with :meth:`deliver_batch`, lazily as well.
 
         A payload that cannot be rendered is a ``PERMANENT`` failure naming the problem.
         """
-        results: list[DeliveryResult | None] = []
-        rendered: list[Job] = []
-        for mail_from, recipients, payload in jobs:
-            try:
-                rendered.append((mail_from, recipients, render_payload(payload)))
-                results.append(None)
-            except (MessageError, PayloadError, ValueError, KeyError, TypeError) as exc:
-                reply = Reply(0, f"cannot render the message: {exc}")
-                results.append(DeliveryResult(Outcome.PERMANENT, reply))
-        delivered = iter(self.deliver_batch(rendered))
-        return [result if result is not None else next(delivered) for result in results]
+        unrenderable: dict[int, DeliveryResult] = {}
+        handed_over: list[int] = []
+
+        def rendered() -> Iterator[Job]:
+            for position, (mail_from, recipients, payload) in enumerate(jobs):
+                try:
+                    message = render_payload(payload)
+                except (MessageError, PayloadError, ValueError, KeyError, TypeError) as exc:
+                    reply = Reply(0, f"cannot render the message: {exc}")
+                    unrenderable[position] = DeliveryResult(Outcome.PERMANENT, reply)
+                    continue
+                handed_over.append(position)
+                yield mail_from, recipients, message
+
+        delivered = self.deliver_batch(rendered())
+        by_position = dict(zip(handed_over, delivered, strict=True)) | unrenderable
+        return [by_position[position] for position in sorted(by_position)]
 
     def close(self) -> None:  # noqa: B027 - optional
         """Close every pooled connection."""

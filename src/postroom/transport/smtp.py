@@ -43,7 +43,7 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
@@ -85,6 +85,15 @@ class _SetupError(Exception):
 class _Connection:
     client: smtplib.SMTP
     transactions: int = 0
+
+
+@dataclass(slots=True)
+class _Conversation:
+    """One delivery under way in :meth:`SmtpTransport.deliver_batch`."""
+
+    lease: Lease[_Connection]
+    turns: Generator[None, None, list[_Txn]]
+    started: float
 
 
 @dataclass(slots=True)
@@ -197,61 +206,63 @@ class SmtpTransport(Transport):
         Raises :class:`~postroom.errors.AddressError` for an address that cannot go into an
         SMTP command and ``ValueError`` for an empty recipient list.
         """
-        [result] = self._interleave([(mail_from, recipients, message)])
+        _checked_recipients(mail_from, recipients)
+        [result] = self.deliver_batch([(mail_from, recipients, message)])
         return result
 
-    def deliver_batch(self, jobs: Sequence[Job]) -> list[DeliveryResult]:
-        """Deliver rendered messages side by side, one per pooled connection, from this thread.
+    def deliver_batch(self, jobs: Iterable[Job]) -> list[DeliveryResult]:
+        """Deliver rendered messages side by side from this thread, one per pooled connection.
 
         Each conversation runs until it waits for a reply, then the next one takes its turn, so
-        the connections' round trips overlap without a thread per connection. Results come in
-        the order of ``jobs``. Raises like :meth:`deliver`, before anything is sent.
+        the round trips of the connections overlap without a thread per connection; when one
+        ends, its connection takes the next job. ``jobs`` is read lazily, whenever a connection
+        is free, so a caller stops a batch by ending the iterable. Results come in the order of
+        the jobs read. A job that cannot go into an SMTP command is a ``PERMANENT`` result.
         """
+        source = iter(jobs)
         results: list[DeliveryResult | None] = []
-        sendable: list[Job] = []
-        for mail_from, recipients, message in jobs:
-            try:
-                _checked_recipients(mail_from, recipients)
-            except (AddressError, ValueError, TypeError) as exc:
-                results.append(unsendable(exc))
-                continue
-            results.append(None)
-            sendable.append((mail_from, recipients, message))
-        delivered: list[DeliveryResult] = []
-        for start in range(0, len(sendable), self.concurrency):
-            delivered.extend(self._interleave(sendable[start : start + self.concurrency]))
-        done = iter(delivered)
-        return [result if result is not None else next(done) for result in results]
-
-    def _interleave(self, jobs: Sequence[Job]) -> list[DeliveryResult]:
-        """Run the conversations of ``jobs`` (at most one per pool slot) turn by turn."""
-        checked = [(m, _checked_recipients(m, r), _data_payload(msg)) for m, r, msg in jobs]
-        leases: list[Lease[_Connection]] = []
+        running: dict[int, _Conversation] = {}
+        idle: list[Lease[_Connection]] = []
         try:
-            for _ in checked:
-                leases.append(self._pool.acquire())
-            started = time.monotonic()
-            turns = [self._run(lease, *job) for lease, job in zip(leases, checked, strict=True)]
-            txns: list[list[_Txn]] = [[] for _ in turns]
-            waiting = list(range(len(turns)))
-            while waiting:
-                still = []
-                for i in waiting:
+            while True:
+                while len(running) < self.concurrency and (job := next(source, None)):
+                    results.append(None)
+                    conversation = self._start(job, idle)
+                    if isinstance(conversation, DeliveryResult):
+                        results[-1] = conversation
+                    else:
+                        running[len(results) - 1] = conversation
+                if not running:
+                    break
+                for index, conversation in list(running.items()):
                     try:
-                        next(turns[i])
-                        still.append(i)
+                        next(conversation.turns)
                     except StopIteration as finished:
-                        txns[i] = finished.value
-                waiting = still
+                        took = time.monotonic() - conversation.started
+                        results[index] = replace(_merge(finished.value), duration_s=took)
+                        del running[index]
+                        idle.append(conversation.lease)
         except BaseException:
-            for lease in leases:
-                lease.reusable = False  # interrupted mid-conversation: the state is unknown
+            for conversation in running.values():
+                conversation.lease.reusable = False  # interrupted mid-conversation
             raise
         finally:
-            for lease in leases:
+            for lease in [*idle, *(c.lease for c in running.values())]:
                 self._pool.release(lease)
-        took = time.monotonic() - started
-        return [replace(_merge(t), duration_s=took) for t in txns]
+        return [result for result in results if result is not None]
+
+    def _start(self, job: Job, idle: list[Lease[_Connection]]) -> _Conversation | DeliveryResult:
+        """Begin the conversation of ``job`` on an idle lease or a new one; a job that cannot
+        be sent at all is its result at once."""
+        mail_from, recipients, message = job
+        try:
+            rcpts = _checked_recipients(mail_from, recipients)
+            payload = _data_payload(message)
+        except (AddressError, ValueError, TypeError) as exc:
+            return unsendable(exc)
+        lease = idle.pop() if idle else self._pool.acquire()
+        turns = self._run(lease, mail_from, rcpts, payload)
+        return _Conversation(lease, turns, time.monotonic())
 
     def close(self) -> None:
         """QUIT every idle connection now and every busy one when its delivery ends.

@@ -299,23 +299,3 @@ def test_results_a_database_error_kept_are_written_by_the_next_step(
     rig.step()
     assert rig.store.get(msg_id).status == "sent"
     assert len(rig.transport.deliveries) == 1  # written, not sent again
-
-
-def test_a_batch_is_delivered_in_rounds_of_the_transport_concurrency(rig: Rig) -> None:
-    rounds: list[int] = []
-
-    class Pairs(MemoryTransport):
-        @property
-        def concurrency(self) -> int:
-            return 2
-
-        def deliver_batch(self, jobs):  # type: ignore[no-untyped-def]
-            rounds.append(len(jobs))
-            return super().deliver_batch(jobs)
-
-    rig.dispatcher.transport = Pairs()
-    for i in range(5):
-        rig.enqueue(email(subject=f"m{i}"))
-    rig.step()
-    assert rounds == [2, 2, 1]
-    assert rig.store.stats(None, rig.clock()).counts["sent"] == 5
