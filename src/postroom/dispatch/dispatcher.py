@@ -44,6 +44,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
+from postroom.dispatch.parsed import ParsedEmails
 from postroom.dispatch.policy import RetryPolicy, decide
 from postroom.errors import StoreError
 from postroom.store import AttemptRecord, Claimed, Finish, Store
@@ -75,8 +76,10 @@ class Dispatcher:
         poll_s: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
         rand: Callable[[], float] = random.random,
+        parsed: ParsedEmails | None = None,
     ) -> None:
         self.store, self.transport, self.owner = store, transport, owner
+        self.parsed = parsed
         self.policy, self.batch, self.lease_s = policy, batch, lease_s
         self.poll_s, self.clock, self.rand = poll_s, clock, rand
         self._wake = threading.Event()
@@ -149,7 +152,8 @@ class Dispatcher:
 
     def _deliver(self, jobs: Iterator[Job], rows: Sequence[Claimed]) -> list[DeliveryResult]:
         try:
-            return self.transport.deliver_payloads(jobs)
+            render = self.parsed.render if self.parsed is not None else None
+            return self.transport.deliver_payloads(jobs, render)
         except Exception as exc:  # a transport must not raise; never lose the rows if one does
             log.exception("transport raised while sending %s", ", ".join(r.id for r in rows))
             reply = Reply(0, f"transport error: {exc!r}")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from postroom.dispatch.parsed import ParsedEmails
 from postroom.errors import MessageError, PayloadError
 from postroom.message import Email
 from postroom.payload import QueuedEmail, decode
@@ -74,10 +75,15 @@ def _subject_of(queued: QueuedEmail) -> str:
 
 def to_new_message(raw: bytes, *, max_time: timedelta, now: datetime) -> NewMessage:
     """Turn one payload into a row: ``queued`` when it can be sent, ``failed`` with the reason."""
+    return _parse(raw, max_time, now)[0]
+
+
+def _parse(raw: bytes, max_time: timedelta, now: datetime) -> tuple[NewMessage, Email | None]:
+    """:func:`to_new_message`, and the Email built on the way when the row is ``queued``."""
     try:
         queued = decode(raw)
     except PayloadError as exc:
-        return _failed_row(_poison_id(raw), raw, str(exc), now)
+        return _failed_row(_poison_id(raw), raw, str(exc), now), None
     try:
         email = Email.from_dict(queued.email)
         email.validate()
@@ -85,9 +91,9 @@ def to_new_message(raw: bytes, *, max_time: timedelta, now: datetime) -> NewMess
         mail_from = email.envelope_sender
     except (MessageError, ValueError, TypeError, KeyError) as exc:
         row = _failed_row(queued.id, raw, str(exc) or type(exc).__name__, now)
-        return replace(row, created_at=queued.queued_at, subject=_subject_of(queued))
+        return replace(row, created_at=queued.queued_at, subject=_subject_of(queued)), None
     send_after = max(queued.send_after, queued.queued_at)
-    return NewMessage(
+    row = NewMessage(
         id=queued.id,
         status="queued",
         priority=int(email.priority or 0),
@@ -100,6 +106,7 @@ def to_new_message(raw: bytes, *, max_time: timedelta, now: datetime) -> NewMess
         message_id=email.message_id,
         data=raw,
     )
+    return row, email
 
 
 class Ingestor:
@@ -114,8 +121,10 @@ class Ingestor:
         batch: int = 200,
         clock: Callable[[], datetime],
         on_inserted: Callable[[int], None] = lambda n: None,
+        parsed: ParsedEmails | None = None,
     ) -> None:
         self.queue = queue
+        self.parsed = parsed
         self.store = store
         self.max_time = max_time
         self.batch = batch
@@ -138,14 +147,20 @@ class Ingestor:
         return inserted
 
     def store_batch(self, taken: Sequence[Taken]) -> int:
+        """Store the payloads of one batch; keep their Emails in ``parsed`` for delivery."""
         now = self.clock()
-        rows = [to_new_message(t.payload, max_time=self.max_time, now=now) for t in taken]
-        for row in rows:
+        parsed = [_parse(t.payload, self.max_time, now) for t in taken]
+        for row, _ in parsed:
             if row.status == "failed":
                 log.warning(
                     "message %s cannot be sent and is stored as failed: %s", row.id, row.failure
                 )
-        return self.store.insert_messages(_unique(rows))
+        inserted = self.store.insert_messages(_unique([row for row, _ in parsed]))
+        if self.parsed is not None:
+            for row, email in parsed:
+                if email is not None:
+                    self.parsed.put(row.data, email)
+        return inserted
 
 
 def _unique(rows: Sequence[NewMessage]) -> list[NewMessage]:

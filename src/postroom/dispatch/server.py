@@ -28,6 +28,7 @@ from types import FrameType
 from postroom.config import Config
 from postroom.dispatch.dispatcher import Dispatcher, utc_now
 from postroom.dispatch.ingest import Ingestor
+from postroom.dispatch.parsed import ParsedEmails
 from postroom.dispatch.policy import RetryPolicy
 from postroom.errors import PostroomError
 from postroom.queue import open_queue
@@ -106,6 +107,7 @@ class Server:
         self.store.migrate()
         self.queue: QueueEngine = open_queue(config.email.queue["default"])
         self.transport: Transport = self._transport()
+        parsed = ParsedEmails()  # what ingest parsed, for the dispatcher to render
         self.dispatcher = Dispatcher(
             self.store,
             self.transport,
@@ -113,6 +115,7 @@ class Server:
             policy=retry_policy(config),
             batch=server.batch,
             lease_s=server.lease.total_seconds(),
+            parsed=parsed,
         )
         self.ingestor = Ingestor(
             self.queue,
@@ -120,6 +123,7 @@ class Server:
             max_time=server.max_time,
             clock=utc_now,
             on_inserted=lambda n: self.dispatcher.wake(),
+            parsed=parsed,
         )
         self._stop = threading.Event()
         self._ingest_thread = threading.Thread(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from postroom.errors import MessageError, PayloadError
@@ -133,18 +133,22 @@ class Transport(ABC):
         [result] = self.deliver_payloads([(mail_from, recipients, payload)])
         return result
 
-    def deliver_payloads(self, jobs: Iterable[Job]) -> list[DeliveryResult]:
-        """Render queued payloads and deliver them with :meth:`deliver_batch`, lazily as well.
+    def deliver_payloads(
+        self, jobs: Iterable[Job], render: Callable[[bytes], bytes] | None = None
+    ) -> list[DeliveryResult]:
+        """Render queued payloads (with ``render``, default :func:`render_payload`) and deliver
+        them with :meth:`deliver_batch`, lazily as well.
 
         A payload that cannot be rendered is a ``PERMANENT`` failure naming the problem.
         """
+        render = render or render_payload
         unrenderable: dict[int, DeliveryResult] = {}
         handed_over: list[int] = []
 
         def rendered() -> Iterator[Job]:
             for position, (mail_from, recipients, payload) in enumerate(jobs):
                 try:
-                    message = render_payload(payload)
+                    message = render(payload)
                 except (MessageError, PayloadError, ValueError, KeyError, TypeError) as exc:
                     reply = Reply(0, f"cannot render the message: {exc}")
                     unrenderable[position] = DeliveryResult(Outcome.PERMANENT, reply)

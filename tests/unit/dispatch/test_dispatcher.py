@@ -15,13 +15,14 @@ import pytest
 
 from postroom.dispatch.dispatcher import Dispatcher
 from postroom.dispatch.ingest import Ingestor
+from postroom.dispatch.parsed import ParsedEmails
 from postroom.dispatch.policy import RetryPolicy
 from postroom.errors import StoreError
 from postroom.message import Email
 from postroom.payload import encode, new_message_id
 from postroom.queue.memory import MemoryQueue
 from postroom.store import Store, open_store
-from postroom.transport.base import DeliveryResult, Outcome, Reply
+from postroom.transport.base import DeliveryResult, Outcome, Reply, render_payload
 from postroom.transport.memory import MemoryTransport
 
 START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -299,3 +300,25 @@ def test_results_a_database_error_kept_are_written_by_the_next_step(
     rig.step()
     assert rig.store.get(msg_id).status == "sent"
     assert len(rig.transport.deliveries) == 1  # written, not sent again
+
+
+def test_delivery_uses_the_email_ingest_parsed(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'kept.db'}")
+    store.migrate()
+    parsed = ParsedEmails()
+    queue, clock, transport = MemoryQueue(), FakeClock(), MemoryTransport()
+    dispatcher = Dispatcher(
+        store, transport, owner="test", policy=POLICY, clock=clock, parsed=parsed
+    )
+    ingestor = Ingestor(queue, store, max_time=timedelta(hours=1), clock=clock, parsed=parsed)
+    e = email()
+    e.ensure_identity()
+    payload = encode("kept-1", e.to_dict(), START, START)
+    queue.push([payload])
+    ingestor.run_once(0)
+    assert len(parsed) == 1
+    dispatcher.step()
+    assert len(parsed) == 0  # taken by the delivery
+    assert transport.deliveries[0].message == render_payload(payload)
+    assert store.get("kept-1").status == "sent"
+    store.close()

@@ -1,0 +1,52 @@
+"""ParsedEmails: the Emails ingest parsed, handed to delivery once, within a byte budget."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from postroom.dispatch.parsed import ParsedEmails
+from postroom.message import Email
+from postroom.payload import encode
+from postroom.transport.base import render_payload
+
+NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+def payload_of(subject: str) -> tuple[bytes, Email]:
+    email = Email(from_="a@example.com", to=["b@example.org"], subject=subject, text="Hi")
+    email.ensure_identity()
+    return encode(f"id-{subject}", email.to_dict(), NOW, NOW), email
+
+
+def test_a_kept_email_renders_the_same_message_as_its_payload() -> None:
+    payload, email = payload_of("same")
+    parsed = ParsedEmails()
+    parsed.put(payload, email)
+    assert parsed.render(payload) == render_payload(payload)
+
+
+def test_an_email_is_taken_once_then_the_payload_is_parsed() -> None:
+    payload, email = payload_of("once")
+    parsed = ParsedEmails()
+    parsed.put(payload, email)
+    assert parsed.take(payload) is email
+    assert parsed.take(payload) is None
+    assert parsed.render(payload) == render_payload(payload)  # a miss parses the payload
+    assert len(parsed) == 0
+
+
+def test_the_oldest_entries_go_when_the_budget_is_spent() -> None:
+    entries = [payload_of(f"m{i}") for i in range(4)]
+    parsed = ParsedEmails(budget_bytes=2 * len(entries[0][0]) * 3 + 10)
+    for payload, email in entries:
+        parsed.put(payload, email)
+    assert len(parsed) == 3
+    assert parsed.take(entries[0][0]) is None
+    assert [parsed.take(p) is e for p, e in entries[1:]] == [True, True, True]
+
+
+def test_a_payload_larger_than_the_budget_is_not_kept() -> None:
+    payload, email = payload_of("big")
+    parsed = ParsedEmails(budget_bytes=len(payload))
+    parsed.put(payload, email)
+    assert len(parsed) == 0
