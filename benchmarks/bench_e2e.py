@@ -8,8 +8,8 @@ For each configuration (Redis queue + SQLite database, SQLite queue + SQLite dat
    enqueue-to-accepted latency (``sent_at - created_at``) is read back from the database.
 
 In the same run it measures the ceiling: Python ``smtplib`` with 4 threads, each on one reused
-connection, sending straight to the same sink. Figures are reported as ratios to that ceiling;
-absolute numbers on a shared machine vary from run to run.
+connection, sending straight to the same sink (the best of three runs, before each row). Figures
+are reported as ratios to that ceiling; absolute numbers on a shared machine vary from run to run.
 
     python benchmarks/bench_e2e.py [--messages 20000] [--rate 200] [--seconds 10]
 """
@@ -44,7 +44,7 @@ CONFIGURATIONS = (
         ("sqlite", int(os.environ["POSTROOM_BENCH_PROCESSES"])),
     ]
     if os.environ.get("POSTROOM_BENCH_PROCESSES")
-    else [("redis", 1), ("sqlite", 1), ("redis", 2)]
+    else [("redis", 1), ("sqlite", 1), ("redis", 2), ("sqlite", 2)]
 )
 REDIS_URL = os.environ.get("POSTROOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -106,7 +106,12 @@ def small_email(i: int) -> Email:
     )
 
 
-def ceiling(port: int, count: int, threads: int = 4) -> float:
+def ceiling(port: int, count: int, runs: int = 3) -> float:
+    """The best of ``runs`` runs of :func:`smtplib_rate`: a ceiling, so the best one."""
+    return max(smtplib_rate(port, count) for _ in range(runs))
+
+
+def smtplib_rate(port: int, count: int, threads: int = 4) -> float:
     """messages/s of smtplib with ``threads`` reused connections, straight to the sink."""
     message = small_email(0).to_bytes()
     per = count // threads
