@@ -8,9 +8,9 @@ For each configuration (Redis queue + SQLite database, SQLite queue + SQLite dat
    enqueue-to-accepted latency (``sent_at - created_at``) is read back from the database.
 
 In the same run it measures the ceiling: Python ``smtplib`` with 4 threads, each on one reused
-connection, sending straight to the same sink: three runs before each row, and each row is compared
-with the best run so far. Figures are reported as ratios to that ceiling; absolute numbers on a
-shared machine vary from run to run.
+connection, sending straight to the same sink: the best of three runs just before and three just
+after each throughput measurement. Figures are reported as ratios to that ceiling; absolute numbers
+on a shared machine vary from run to run.
 
     python benchmarks/bench_e2e.py [--messages 20000] [--rate 200] [--seconds 10]
 """
@@ -255,12 +255,12 @@ def run(
     sink = Sink(binary)
     rows: list[dict[str, object]] = []
     try:
-        base = 0.0
         for queue, processes in CONFIGURATIONS:
-            # the best smtplib run so far in this run: the ceiling does not change between rows,
-            # and a run slowed by something else on the machine must not flatter the ratio
-            base = max(base, ceiling(sink.port, messages))
+            # the best of the smtplib runs just before and just after: a run slowed by something
+            # else on the machine must not flatter the ratio, and the machine's speed drifts
+            before = ceiling(sink.port, messages)
             result = throughput(queue, processes, sink.port, messages)
+            base = max(before, ceiling(sink.port, messages))
             lat = latency(queue, processes, sink.port, rate, seconds)
             row: dict[str, object] = {
                 "bench": f"e2e {queue} queue + sqlite db",
