@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy
 import yaml
 
+import postroom.dispatch.server as server_module
 from postroom.client import Outbox
 from postroom.config import Config, load_config
 from postroom.dispatch.server import Server
@@ -162,6 +163,22 @@ def test_stop_finishes_in_flight_and_leaves_nothing_sending(
     assert counts["sending"] == 0
     assert counts["sent"] == len(smtp.accepted)
     assert counts["sent"] + counts["queued"] == 40
+
+
+def test_stop_gives_up_on_a_hanging_delivery_after_the_grace_period(
+    tmp_path: Path, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "GRACE_S", 0.5)
+    smtp.on_dot("250 OK", delay_s=6)
+    config = load_config(config_dict(tmp_path, smtp.port))
+    [msg_id] = enqueue_all(config, [make_email(7)])
+    running = RunningServer(config)
+    wait_until(lambda: len(smtp.messages) == 1, 10, "the message to reach the final dot")
+    started = time.monotonic()
+    running.stop()
+    assert time.monotonic() - started < 3  # did not wait for the 6 s reply
+    url = config.email.server.database.sqlalchemy_url()
+    assert status_of(url, msg_id) == "sending"  # its lease expires; another run retries it
 
 
 def test_temporary_failure_is_retried_over_real_smtp(tmp_path: Path, smtp: SmtpServer) -> None:
