@@ -457,6 +457,21 @@ def test_a_batch_overlaps_its_conversations_one_per_connection(
     ]
 
 
+def test_a_slow_reply_holds_up_only_its_own_connection(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.port, connections=4)
+    server.on_dot("250 2.0.0 OK", delay_s=1.5, times=1)  # the first message to end its data
+    jobs = [(SENDER, [ALICE], message(f"<s{i}@example.com>")) for i in range(12)]
+
+    results = transport.deliver_batch(jobs)
+
+    durations = sorted(r.duration_s for r in results)
+    assert [r.outcome for r in results] == [Outcome.SENT] * 12
+    assert durations[-1] >= 1.5
+    assert durations[-2] < 0.5, "another conversation waited behind the slow reply"
+
+
 def test_a_batch_reports_every_message_on_its_own(
     server: SmtpServer, make_transport: MakeTransport
 ) -> None:

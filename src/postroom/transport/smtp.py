@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import base64
 import re
+import select
 import smtplib
 import socket
 import ssl
 import time
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Literal, TypeVar, cast, get_args
 
 from postroom.errors import AddressError, ConfigError
 from postroom.transport.base import DeliveryResult, Job, Outcome, Reply, Transport, unsendable
@@ -58,8 +59,10 @@ __all__ = ["MAX_RECIPIENTS_PER_TRANSACTION", "SmtpTransport", "TlsMode"]
 
 TlsMode = Literal["auto", "starttls", "implicit", "none"]
 T = TypeVar("T")
-Turns = Generator[None, None, T]
-"""A conversation step by step: it yields while it waits for a reply, then returns ``T``."""
+Turns = Generator["socket.socket | None", None, T]
+"""A conversation step by step: it yields the socket whose reply it waits for (its timeout
+already set for that reply), then returns ``T``. Nothing of the server's is left unread when
+it yields: SMTP answers only what was sent."""
 
 MAX_RECIPIENTS_PER_TRANSACTION = 100
 """RFC 5321 4.5.3.1.8: servers must accept at least 100 recipients per transaction."""
@@ -89,11 +92,47 @@ class _Connection:
 
 @dataclass(slots=True)
 class _Conversation:
-    """One delivery under way in :meth:`SmtpTransport.deliver_batch`."""
+    """One delivery under way in :meth:`SmtpTransport.deliver_batch`.
+
+    ``waiting`` is the socket whose reply it waits for (``None``: it has not begun), since
+    ``since`` (monotonic seconds).
+    """
 
     lease: Lease[_Connection]
-    turns: Generator[None, None, list[_Txn]]
+    turns: Turns[list[_Txn]]
     started: float
+    since: float
+    waiting: socket.socket | None = None
+
+
+def _timeout_of(sock: socket.socket) -> float:
+    timeout = sock.gettimeout()
+    return float("inf") if timeout is None else timeout
+
+
+def _answered(running: dict[int, _Conversation]) -> list[int]:
+    """The conversations that can go on without blocking: not begun, or answered by the server.
+
+    Waits until there is one. A conversation whose socket timeout passed in the meantime goes on
+    too, with a timeout of nothing left, so its read fails as a timeout at once.
+    """
+    while True:
+        ready = [i for i, c in running.items() if c.waiting is None or c.waiting.fileno() < 0]
+        if ready:
+            return ready
+        now = time.monotonic()
+        deadlines = {i: c.since + _timeout_of(c.waiting) for i, c in running.items() if c.waiting}
+        overdue = [i for i, deadline in deadlines.items() if deadline <= now]
+        if overdue:
+            for i in overdue:
+                cast("socket.socket", running[i].waiting).settimeout(1e-6)
+            return overdue
+        by_socket = {c.waiting: i for i, c in running.items() if c.waiting is not None}
+        earliest = min(deadlines.values())
+        wait_s = None if earliest == float("inf") else earliest - now
+        readable, _, _ = select.select(list(by_socket), [], [], wait_s)
+        if readable:
+            return [by_socket[sock] for sock in readable]
 
 
 @dataclass(slots=True)
@@ -234,14 +273,17 @@ class SmtpTransport(Transport):
                         running[len(results) - 1] = conversation
                 if not running:
                     break
-                for index, conversation in list(running.items()):
+                for index in _answered(running):
+                    conversation = running[index]
                     try:
-                        next(conversation.turns)
+                        conversation.waiting = next(conversation.turns)
                     except StopIteration as finished:
                         took = time.monotonic() - conversation.started
                         results[index] = replace(_merge(finished.value), duration_s=took)
                         del running[index]
                         idle.append(conversation.lease)
+                    else:
+                        conversation.since = time.monotonic()
         except BaseException:
             for conversation in running.values():
                 conversation.lease.reusable = False  # interrupted mid-conversation
@@ -262,7 +304,8 @@ class SmtpTransport(Transport):
             return unsendable(exc)
         lease = idle.pop() if idle else self._pool.acquire()
         turns = self._run(lease, mail_from, rcpts, payload)
-        return _Conversation(lease, turns, time.monotonic())
+        now = time.monotonic()
+        return _Conversation(lease, turns, now, since=now)
 
     def close(self) -> None:
         """QUIT every idle connection now and every busy one when its delivery ends.
@@ -328,7 +371,7 @@ class SmtpTransport(Transport):
                 client.send("".join(f"{c}\r\n" for c in commands).encode("ascii"))
             except _LOST as exc:
                 return self._lost(rcpts, exc, "at MAIL FROM", {}, stale=not _timed_out(exc))
-            yield
+            yield client.sock
         try:
             code, text = yield from _command(client, commands[0], pipelined)
         except _LOST as exc:
@@ -409,11 +452,11 @@ class SmtpTransport(Transport):
             return self._refused_step(client, rcpts, code, text, refused, "DATA")
         try:
             client.send(payload)
+            _set_timeout(client, self._data_timeout_s)
         except _LOST as exc:
             return self._lost(rcpts, exc, "while sending the message", refused)
-        yield
+        yield client.sock
         try:
-            _set_timeout(client, self._data_timeout_s)
             code, text = client.getreply()
             _set_timeout(client, self._command_timeout_s)
         except _LOST as exc:
@@ -683,7 +726,7 @@ def _command(client: smtplib.SMTP, command: str, pipelined: bool) -> Turns[tuple
     passes while the server answers)."""
     if not pipelined:
         client.send(f"{command}\r\n".encode("ascii"))
-        yield
+        yield client.sock
     code, text = client.getreply()
     return code, text
 
