@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
@@ -133,6 +135,16 @@ def _structure(email: Email) -> _Leaf | _Multi:
     return _Multi("mixed", parts + [_attachment_leaf(a) for a in others])
 
 
+@functools.lru_cache(maxsize=256)
+def _date_value(second: datetime, offset: timedelta | None) -> str:
+    """The Date header of a time (whole seconds): emails queued in the same second share it.
+
+    ``offset`` is part of the key because two times of one instant in different zones are
+    equal, yet are written with their own local time and offset.
+    """
+    return format_datetime(second)
+
+
 def _top_headers(email: Email) -> list[str]:
     utf8 = email.smtputf8
     from_ = parse_address(email.from_, "from_")
@@ -149,7 +161,8 @@ def _top_headers(email: Email) -> list[str]:
         reply_to = [parse_address(value, "reply_to") for value in email.reply_to]
         lines.append(address_header("Reply-To", reply_to, utf8))
     lines.append(unstructured("Subject", email.subject, utf8))
-    lines.append(f"Date: {format_datetime(email.date)}\r\n")
+    date = email.date
+    lines.append(f"Date: {_date_value(date.replace(microsecond=0), date.utcoffset())}\r\n")
     lines.append(fold("Message-ID", [email.message_id]))
     if email.read_receipt:
         receipt = [parse_address(value, "read_receipt") for value in email.read_receipt]

@@ -399,3 +399,19 @@ def test_duplicate_content_ids_are_refused() -> None:
     email.attach(PNG, "b.png", inline=True, content_id="x")
     with pytest.raises(MessageError, match="used twice"):
         email.to_bytes()
+
+
+def test_date_is_written_in_its_own_zone_even_for_the_same_instant() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    instant = datetime(2026, 11, 30, 9, 15, 42, 123456, tzinfo=UTC)
+    paris = instant.astimezone(timezone(timedelta(hours=1)))
+    dates = [
+        head(simple(date=d).to_bytes()).split("Date: ")[1].split("\r\n")[0]
+        for d in (instant, paris, instant.replace(microsecond=999))
+    ]
+    assert dates == [
+        "Mon, 30 Nov 2026 09:15:42 +0000",
+        "Mon, 30 Nov 2026 10:15:42 +0100",
+        "Mon, 30 Nov 2026 09:15:42 +0000",
+    ]
