@@ -369,6 +369,61 @@ def test_several_processes_and_a_killed_child_is_replaced(tmp_path: Path, smtp: 
     assert sum(c - 1 for c in counts) <= 10, "more duplicates than the claimed batch"
 
 
+def children_of(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path, smtp: SmtpServer) -> None:
+    data = config_dict(tmp_path, smtp.port, processes=2)
+    config_path = write_config(tmp_path, data)
+    proc = start_serve(config_path, tmp_path)
+    children: set[int] = set()
+    try:
+        wait_until(lambda: len(dispatchers_under(proc.pid)) == 2, 30, "two dispatchers")
+        children = dispatchers_under(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        wait_until(lambda: not any(alive(c) for c in children), 30, "the children to stop")
+    finally:
+        proc.kill()
+        for child in children:
+            if alive(child):
+                os.kill(child, signal.SIGKILL)
+    log = (tmp_path / "serve.log").read_text()
+    assert log.count("the supervisor is gone") == 2, log
+
+
+def dispatchers_under(pid: int) -> set[int]:
+    """The supervisor's dispatcher children (not multiprocessing's resource tracker)."""
+    found = set()
+    for child in children_of(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in command:
+            found.add(child)
+    return found
+
+
 def test_poison_payload_is_recorded_and_does_not_block_the_queue(
     tmp_path: Path, smtp: SmtpServer
 ) -> None:

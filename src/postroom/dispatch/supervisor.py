@@ -12,7 +12,8 @@ Lifecycle of the supervisor::
                    └──┘ a child died unexpectedly: log it, start a new one after a pause
 
 *stopping*: each child gets SIGTERM and drains as a single server would; a child still running
-after ``grace_s`` gets SIGKILL (its leases expire and its rows are claimed again).
+after ``grace_s`` gets SIGKILL (its leases expire and its rows are claimed again). A supervisor
+that dies without stopping (SIGKILL) takes its children along: each stops as on SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import threading
 import time
@@ -47,7 +50,23 @@ def _child_config(config: Config, index: int) -> Config:
 def _child_main(config: Config) -> None:
     from postroom.dispatch.server import serve_one
 
+    _stop_with_the_supervisor()
     raise SystemExit(serve_one(config))
+
+
+def _stop_with_the_supervisor() -> None:
+    """A child whose supervisor is gone, even by SIGKILL, stops as on SIGTERM (finishing what
+    is in flight) instead of dispatching on alone. A thread waits on the parent's sentinel."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        log.warning("the supervisor is gone: this dispatcher stops too")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="postroom-supervisor-watch", daemon=True).start()
 
 
 class Supervisor:
