@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
 import threading
@@ -470,6 +471,27 @@ def test_a_slow_reply_holds_up_only_its_own_connection(
     assert [r.outcome for r in results] == [Outcome.SENT] * 12
     assert durations[-1] >= 1.5
     assert durations[-2] < 0.5, "another conversation waited behind the slow reply"
+
+
+def test_a_batch_works_with_descriptors_numbered_over_1024(
+    server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip(f"the hard limit on open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        transport = make_transport(server.port, connections=2)
+        server.on_dot("250 2.0.0 OK", delay_s=0.05)  # the conversations wait, so they poll
+        jobs = [(SENDER, [ALICE], message(f"<fd{i}@example.com>")) for i in range(4)]
+        results = transport.deliver_batch(jobs)
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [r.outcome for r in results] == [Outcome.SENT] * 4
 
 
 def test_a_batch_reports_every_message_on_its_own(

@@ -127,12 +127,24 @@ def _answered(running: dict[int, _Conversation]) -> list[int]:
             for i in overdue:
                 cast("socket.socket", running[i].waiting).settimeout(1e-6)
             return overdue
-        by_socket = {c.waiting: i for i, c in running.items() if c.waiting is not None}
+        by_fd = {c.waiting.fileno(): i for i, c in running.items() if c.waiting is not None}
         earliest = min(deadlines.values())
         wait_s = None if earliest == float("inf") else earliest - now
-        readable, _, _ = select.select(list(by_socket), [], [], wait_s)
-        if readable:
-            return [by_socket[sock] for sock in readable]
+        ready = [by_fd[fd] for fd in _readable(list(by_fd), wait_s)]
+        if ready:
+            return ready
+
+
+def _readable(fds: list[int], wait_s: float | None) -> list[int]:
+    """The descriptors with something to read (or closed), waiting up to ``wait_s``. ``poll``
+    where there is one: ``select`` cannot watch descriptors numbered 1024 or more."""
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        return select.select(fds, [], [], wait_s)[0]
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    timeout_ms = None if wait_s is None else max(wait_s, 0.0) * 1000
+    return [fd for fd, _ in poller.poll(timeout_ms)]
 
 
 @dataclass(slots=True)
