@@ -1,9 +1,9 @@
 """The dispatcher: claim due messages, deliver them over SMTP, record every outcome.
 
 Everything happens in the one thread that calls :meth:`Dispatcher.run`. Deliveries overlap
-without threads: the transport keeps one conversation per pooled connection going, lets the
-next one take its turn whenever one waits for the server, and gives a connection the next
-message as soon as it is done. A Python thread per connection would hand the GIL back and forth
+without threads: the transport keeps one conversation per pooled connection going, goes on with
+whichever the server has answered, and gives a connection the next message as soon as it is
+done. A Python thread per connection would hand the GIL back and forth
 at every socket and database call, and that cost more than the SMTP work itself.
 
 Lifecycle of a dispatcher (one per ``postroom serve`` process)::
