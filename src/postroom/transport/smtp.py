@@ -2,8 +2,10 @@
 
 One :meth:`SmtpTransport.deliver` call borrows a connection (opening one when none is idle), runs
 one transaction per chunk of at most 100 recipients, and returns the connection for the next
-call. Everything the server says ends up in the :class:`~postroom.transport.base.DeliveryResult`;
-only bad arguments raise.
+call. :meth:`SmtpTransport.deliver_batch` does the same for many messages from one thread, one
+conversation per connection: each conversation is a generator that yields whenever it waits for
+a reply, and the batch goes on with whichever the server has answered. Everything the server
+says ends up in the :class:`~postroom.transport.base.DeliveryResult`; only bad arguments raise.
 
 Life of a pooled connection::
 
