@@ -33,7 +33,11 @@ Outcome rules beyond :mod:`postroom.transport.base`, decided here:
   chunk, so a retry reaches exactly them. After a lost connection the remaining chunks are not
   attempted (code 0, "not attempted").
 * **Pipelining.** When the server offers PIPELINING (RFC 2920), the envelope (MAIL, every RCPT,
-  DATA) goes out in one write, so a message costs two round trips instead of four or more.
+  DATA) goes out in one write, and in a batch the next message's envelope goes out right behind
+  the data of the one before (RFC 2920 lets message content open a group), so a message costs
+  about one round trip. The message lined up that way waits for its predecessor's reply; if the
+  connection is lost meanwhile, its envelope is sent again on a new one (nothing of it was
+  delivered).
 * Line endings of the message are normalised to CRLF and leading dots are doubled.
 """
 
@@ -46,7 +50,7 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, TypeVar, cast, get_args
 
@@ -61,10 +65,14 @@ __all__ = ["MAX_RECIPIENTS_PER_TRANSACTION", "SmtpTransport", "TlsMode"]
 
 TlsMode = Literal["auto", "starttls", "implicit", "none"]
 T = TypeVar("T")
-Turns = Generator["socket.socket | None", None, T]
+Turns = Generator[object, bytes | None, T]
 """A conversation step by step: it yields the socket whose reply it waits for (its timeout
 already set for that reply), then returns ``T``. Nothing of the server's is left unread when
 it yields: SMTP answers only what was sent."""
+
+_NEXT_ENVELOPE = object()
+"""Yielded just before a message's data goes out: "give me the next message's envelope to send
+with it" (``b""`` for none). Only asked when the server offers PIPELINING."""
 
 MAX_RECIPIENTS_PER_TRANSACTION = 100
 """RFC 5321 4.5.3.1.8: servers must accept at least 100 recipients per transaction."""
@@ -105,6 +113,10 @@ class _Conversation:
     started: float
     since: float
     waiting: socket.socket | None = None
+    #: the envelope of its first transaction, written behind the previous message's data
+    presented: bytes = b""
+    #: the conversation lined up behind this one on the same connection, with its index
+    follower: tuple[int, _Conversation] | None = None
 
 
 def _timeout_of(sock: socket.socket) -> float:
@@ -290,14 +302,15 @@ class SmtpTransport(Transport):
                 for index in _answered(running):
                     conversation = running[index]
                     try:
-                        conversation.waiting = next(conversation.turns)
+                        self._advance(conversation, source, results)
                     except StopIteration as finished:
                         took = time.monotonic() - conversation.started
                         results[index] = replace(_merge(finished.value), duration_s=took)
                         del running[index]
-                        idle.append(conversation.lease)
-                    else:
-                        conversation.since = time.monotonic()
+                        if conversation.follower is None:
+                            idle.append(conversation.lease)
+                        else:  # the next message's envelope went out on this connection
+                            running[conversation.follower[0]] = conversation.follower[1]
         except BaseException:
             for conversation in running.values():
                 conversation.lease.reusable = False  # interrupted mid-conversation
@@ -306,6 +319,49 @@ class SmtpTransport(Transport):
             for lease in [*idle, *(c.lease for c in running.values())]:
                 self._pool.release(lease)
         return [result for result in results if result is not None]
+
+    def _advance(
+        self,
+        conversation: _Conversation,
+        source: Iterator[Job],
+        results: list[DeliveryResult | None],
+    ) -> None:
+        """Run ``conversation`` to its next wait. When it is about to send its message and asks
+        for the envelope of the next one (PIPELINING lets both go in one write), take the next
+        job from ``source`` and line it up behind this conversation, on the same connection."""
+        step = next(conversation.turns)
+        while step is _NEXT_ENVELOPE:
+            envelope = b""
+            follower = self._follower(conversation.lease, source, results)
+            if follower is not None:
+                conversation.follower = follower
+                envelope = follower[1].presented
+            step = conversation.turns.send(envelope)
+        conversation.waiting = cast("socket.socket | None", step)
+        conversation.since = time.monotonic()
+
+    def _follower(
+        self,
+        lease: Lease[_Connection],
+        source: Iterator[Job],
+        results: list[DeliveryResult | None],
+    ) -> tuple[int, _Conversation] | None:
+        """The next sendable job as a conversation whose first envelope is already written."""
+        while (job := next(source, None)) is not None:
+            mail_from, recipients, message = job
+            results.append(None)
+            try:
+                rcpts = _checked_recipients(mail_from, recipients)
+                payload = _data_payload(message)
+            except (AddressError, ValueError, TypeError) as exc:
+                results[-1] = unsendable(exc)
+                continue
+            first = rcpts[:MAX_RECIPIENTS_PER_TRANSACTION]
+            envelope = _envelope(mail_from, first)
+            turns = self._run(lease, mail_from, rcpts, payload, presented_on=lease.conn)
+            now = time.monotonic()
+            return len(results) - 1, _Conversation(lease, turns, now, now, presented=envelope)
+        return None
 
     def _start(self, job: Job, idle: list[Lease[_Connection]]) -> _Conversation | DeliveryResult:
         """Begin the conversation of ``job`` on an idle lease or a new one; a job that cannot
@@ -331,9 +387,18 @@ class SmtpTransport(Transport):
     # -- one delivery ---------------------------------------------------------------------------
 
     def _run(
-        self, lease: Lease[_Connection], mail_from: str, rcpts: tuple[str, ...], payload: bytes
+        self,
+        lease: Lease[_Connection],
+        mail_from: str,
+        rcpts: tuple[str, ...],
+        payload: bytes,
+        presented_on: _Connection | None = None,
     ) -> Turns[list[_Txn]]:
-        """One delivery: a generator that yields each time it waits for the server's reply."""
+        """One delivery: a generator that yields each time it waits for the server's reply.
+
+        ``presented_on``: the connection on which the envelope of the first transaction was
+        already written (behind the previous message's data); on any other, it is sent again.
+        """
         chunks = [
             rcpts[i : i + MAX_RECIPIENTS_PER_TRANSACTION]
             for i in range(0, len(rcpts), MAX_RECIPIENTS_PER_TRANSACTION)
@@ -349,7 +414,11 @@ class SmtpTransport(Transport):
                     txns.extend(_Txn(Outcome.TEMPORARY, exc.reply, c) for c in chunks[len(txns) :])
                     break
             conn = lease.conn
-            txn = yield from self._transaction(conn.client, mail_from, chunk, payload)
+            presented = conn is presented_on and not txns and not stale_retried
+            last = len(txns) == len(chunks) - 1
+            txn = yield from self._transaction(
+                conn.client, mail_from, chunk, payload, presented=presented, last=last
+            )
             if txn.stale and conn.transactions > 0 and not stale_retried:
                 stale_retried = True
                 self._discard(lease)
@@ -369,20 +438,30 @@ class SmtpTransport(Transport):
             lease.conn = None
 
     def _transaction(
-        self, client: smtplib.SMTP, mail_from: str, rcpts: tuple[str, ...], payload: bytes
+        self,
+        client: smtplib.SMTP,
+        mail_from: str,
+        rcpts: tuple[str, ...],
+        payload: bytes,
+        *,
+        presented: bool = False,
+        last: bool = True,
     ) -> Turns[_Txn]:
         """MAIL, RCPT for each recipient, DATA, the message, and the reply to the final dot.
 
         When the server offers PIPELINING (RFC 2920), MAIL, every RCPT and DATA leave in one
         write and their replies are read in order afterwards: one round trip for the envelope
         instead of two plus one per recipient. The replies are judged the same way either way.
-        Yields after every write that a reply answers.
+        Yields after every write that a reply answers. ``presented``: the pipelined envelope was
+        written already, behind the previous message's data; its replies follow the reply to
+        that message's final dot, so they are read at once (they may be buffered already, where
+        waiting for the socket would not see them).
         """
         pipelined = client.has_extn("pipelining")
         commands = [f"MAIL FROM:<{mail_from}>", *(f"RCPT TO:<{r}>" for r in rcpts), "DATA"]
-        if pipelined:
+        if pipelined and not presented:
             try:
-                client.send("".join(f"{c}\r\n" for c in commands).encode("ascii"))
+                client.send(_envelope(mail_from, rcpts))
             except _LOST as exc:
                 return self._lost(rcpts, exc, "at MAIL FROM", {}, stale=not _timed_out(exc))
             yield client.sock
@@ -413,7 +492,7 @@ class SmtpTransport(Transport):
         if pipelined:
             return (
                 yield from self._pipelined_data(
-                    client, rcpts, mail_reply, tuple(accepted), refused, payload
+                    client, rcpts, mail_reply, tuple(accepted), refused, payload, last
                 )
             )
         if not accepted:
@@ -432,6 +511,7 @@ class SmtpTransport(Transport):
         accepted: tuple[str, ...],
         refused: dict[str, Reply],
         payload: bytes,
+        last: bool,
     ) -> Turns[_Txn]:
         """Read the reply to a pipelined DATA, then judge the envelope as in lock-step."""
         try:
@@ -449,7 +529,10 @@ class SmtpTransport(Transport):
             return self._refused_step(client, rcpts, *mail_reply, {}, "MAIL FROM")
         if not accepted:
             return self._all_refused(client, rcpts, refused)
-        return (yield from self._data(client, rcpts, (code, text), accepted, refused, payload))
+        follow = last  # the next message's envelope may go with the data of the last chunk
+        return (
+            yield from self._data(client, rcpts, (code, text), accepted, refused, payload, follow)
+        )
 
     def _data(
         self,
@@ -459,13 +542,18 @@ class SmtpTransport(Transport):
         accepted: tuple[str, ...],
         refused: dict[str, Reply],
         payload: bytes,
+        follow: bool = False,
     ) -> Turns[_Txn]:
-        """Given the reply to DATA: send the message and judge the reply to the final dot."""
+        """Given the reply to DATA: send the message and judge the reply to the final dot.
+
+        ``follow``: ask for the next message's envelope to write right behind the data.
+        """
         code, text = data_reply
         if code != 354:
             return self._refused_step(client, rcpts, code, text, refused, "DATA")
+        envelope = (yield _NEXT_ENVELOPE) if follow else None
         try:
-            client.send(payload)
+            client.send(payload + envelope if envelope else payload)
             _set_timeout(client, self._data_timeout_s)
         except _LOST as exc:
             return self._lost(rcpts, exc, "while sending the message", refused)
@@ -733,6 +821,12 @@ def _reply(code: int, text: bytes | str, context: str = "") -> Reply:
         text = f"{context}: {reply.text}" if reply.text else context
         reply = Reply(reply.code, text, reply.enhanced)
     return reply
+
+
+def _envelope(mail_from: str, rcpts: Sequence[str]) -> bytes:
+    """MAIL, one RCPT per recipient and DATA, as one pipelined group (RFC 2920)."""
+    commands = [f"MAIL FROM:<{mail_from}>", *(f"RCPT TO:<{r}>" for r in rcpts), "DATA"]
+    return "".join(f"{c}\r\n" for c in commands).encode("ascii")
 
 
 def _command(client: smtplib.SMTP, command: str, pipelined: bool) -> Turns[tuple[int, bytes]]:
