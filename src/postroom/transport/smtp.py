@@ -348,16 +348,13 @@ class SmtpTransport(Transport):
     ) -> tuple[int, _Conversation] | None:
         """The next sendable job as a conversation whose first envelope is already written."""
         while (job := next(source, None)) is not None:
-            mail_from, recipients, message = job
             results.append(None)
-            try:
-                rcpts = _checked_recipients(mail_from, recipients)
-                payload = _data_payload(message)
-            except (AddressError, ValueError, TypeError) as exc:
-                results[-1] = unsendable(exc)
+            prepared = _prepared(job)
+            if isinstance(prepared, DeliveryResult):
+                results[-1] = prepared
                 continue
-            first = rcpts[:MAX_RECIPIENTS_PER_TRANSACTION]
-            envelope = _envelope(mail_from, first)
+            mail_from, rcpts, payload = prepared
+            envelope = _group(_commands(mail_from, rcpts[:MAX_RECIPIENTS_PER_TRANSACTION]))
             turns = self._run(lease, mail_from, rcpts, payload, presented_on=lease.conn)
             now = time.monotonic()
             return len(results) - 1, _Conversation(lease, turns, now, now, presented=envelope)
@@ -366,14 +363,11 @@ class SmtpTransport(Transport):
     def _start(self, job: Job, idle: list[Lease[_Connection]]) -> _Conversation | DeliveryResult:
         """Begin the conversation of ``job`` on an idle lease or a new one; a job that cannot
         be sent at all is its result at once."""
-        mail_from, recipients, message = job
-        try:
-            rcpts = _checked_recipients(mail_from, recipients)
-            payload = _data_payload(message)
-        except (AddressError, ValueError, TypeError) as exc:
-            return unsendable(exc)
+        prepared = _prepared(job)
+        if isinstance(prepared, DeliveryResult):
+            return prepared
         lease = idle.pop() if idle else self._pool.acquire()
-        turns = self._run(lease, mail_from, rcpts, payload)
+        turns = self._run(lease, *prepared)
         now = time.monotonic()
         return _Conversation(lease, turns, now, since=now)
 
@@ -458,10 +452,10 @@ class SmtpTransport(Transport):
         waiting for the socket would not see them).
         """
         pipelined = client.has_extn("pipelining")
-        commands = [f"MAIL FROM:<{mail_from}>", *(f"RCPT TO:<{r}>" for r in rcpts), "DATA"]
+        commands = _commands(mail_from, rcpts)
         if pipelined and not presented:
             try:
-                client.send(_envelope(mail_from, rcpts))
+                client.send(_group(commands))
             except _LOST as exc:
                 return self._lost(rcpts, exc, "at MAIL FROM", {}, stale=not _timed_out(exc))
             yield client.sock
@@ -797,6 +791,16 @@ def _checked_recipients(mail_from: str, recipients: Sequence[str]) -> tuple[str,
     return rcpts
 
 
+def _prepared(job: Job) -> tuple[str, tuple[str, ...], bytes] | DeliveryResult:
+    """A job's sender, checked recipients and DATA section; or its result when it cannot be
+    sent at all (an address that cannot go into a command, no recipient)."""
+    mail_from, recipients, message = job
+    try:
+        return mail_from, _checked_recipients(mail_from, recipients), _data_payload(message)
+    except (AddressError, ValueError, TypeError) as exc:
+        return unsendable(exc)
+
+
 def _data_payload(message: bytes) -> bytes:
     """The DATA section: CRLF line endings, leading dots doubled, ending in CRLF . CRLF.
 
@@ -823,9 +827,13 @@ def _reply(code: int, text: bytes | str, context: str = "") -> Reply:
     return reply
 
 
-def _envelope(mail_from: str, rcpts: Sequence[str]) -> bytes:
-    """MAIL, one RCPT per recipient and DATA, as one pipelined group (RFC 2920)."""
-    commands = [f"MAIL FROM:<{mail_from}>", *(f"RCPT TO:<{r}>" for r in rcpts), "DATA"]
+def _commands(mail_from: str, rcpts: Sequence[str]) -> list[str]:
+    """The envelope of one transaction: MAIL, one RCPT per recipient, and DATA."""
+    return [f"MAIL FROM:<{mail_from}>", *(f"RCPT TO:<{r}>" for r in rcpts), "DATA"]
+
+
+def _group(commands: Sequence[str]) -> bytes:
+    """Commands as one pipelined group (RFC 2920): one write."""
     return "".join(f"{c}\r\n" for c in commands).encode("ascii")
 
 
