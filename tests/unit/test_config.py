@@ -114,11 +114,12 @@ def test_defaults_match_the_documented_values() -> None:
         timedelta(seconds=5),
         timedelta(seconds=10),
     )
-    assert (server.max_fails, server.max_time, server.batch, server.lease) == (
+    assert (server.max_fails, server.max_time, server.batch, server.lease, server.heartbeat) == (
         3,
         timedelta(hours=1),
         50,
-        timedelta(minutes=15),
+        timedelta(minutes=1),
+        timedelta(seconds=2),
     )
     assert (server.retry.initial, server.retry.max) == (
         timedelta(seconds=30),
@@ -690,7 +691,7 @@ def test_precedence_argument_env_file_defaults(tmp_path: Path) -> None:
     assert config.email.buffer == 100  # argument > environment > file
     assert config.email.server.batch == 20  # environment > file
     assert config.email.server.max_fails == 3  # file > defaults
-    assert config.email.server.lease == timedelta(minutes=15)  # defaults
+    assert config.email.server.lease == timedelta(minutes=1)  # defaults
 
 
 def test_string_overrides_are_parsed_and_checked() -> None:
@@ -761,3 +762,8 @@ def test_import_reads_no_config_and_touches_no_disk(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr.decode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["postroom.yaml"]
+
+
+def test_a_lease_shorter_than_five_heartbeats_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"email\.server\.lease: 5s is less than 5 heartbeats"):
+        load_config({"email": {"server": {"lease": "5s", "heartbeat": "2s"}}})

@@ -35,6 +35,7 @@ from ._model import (
     QueueConfig,
     RetryConfig,
     Secret,
+    ServerConfig,
     SmtpConfig,
     redact_url,
 )
@@ -398,6 +399,14 @@ def _check_smtp(smtp: SmtpConfig, data: Mapping[str, object], path: str) -> Smtp
     return smtp
 
 
+def _check_server(server: ServerConfig, data: Mapping[str, object], path: str) -> ServerConfig:
+    if server.lease < 5 * server.heartbeat:
+        shown = f"{format_duration(server.lease)} is less than 5 heartbeats"
+        every = f"{join(path, 'heartbeat')} is {format_duration(server.heartbeat)}"
+        raise ConfigError(join(path, "lease"), f"{shown} ({every})")
+    return server
+
+
 def _check_email(email: EmailConfig, data: Mapping[str, object], path: str) -> EmailConfig:
     if DEFAULT_QUEUE not in email.queue:
         names = ", ".join(email.queue) or "none"
@@ -411,5 +420,6 @@ _CHECKS: dict[type[Any], Callable[[Any, Mapping[str, object], str], Any]] = {
     DatabaseConfig: _check_database,
     RetryConfig: _check_retry,
     SmtpConfig: _check_smtp,
+    ServerConfig: _check_server,
     EmailConfig: _check_email,
 }

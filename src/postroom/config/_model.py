@@ -294,7 +294,10 @@ class ServerConfig(_Section):
     max_fails: int = field(default=3, metadata=_limits(at_least=1))
     max_time: timedelta = field(default=timedelta(hours=1), metadata=_limits(above=timedelta(0)))
     batch: int = field(default=50, metadata=_limits(at_least=1, at_most=10_000))
-    lease: timedelta = field(default=timedelta(minutes=15), metadata=_limits(above=timedelta(0)))
+    lease: timedelta = field(default=timedelta(seconds=60), metadata=_limits(above=timedelta(0)))
+    heartbeat: timedelta = field(
+        default=timedelta(seconds=2), metadata=_limits(at_least=timedelta(milliseconds=100))
+    )
     retry: RetryConfig = field(default_factory=RetryConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)

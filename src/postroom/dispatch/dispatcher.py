@@ -1,64 +1,88 @@
 """The dispatcher: claim due messages, deliver them over SMTP, record every outcome.
 
-Everything happens in the one thread that calls :meth:`Dispatcher.run`. Deliveries overlap
-without threads: the transport keeps one conversation per pooled connection going, goes on with
-whichever the server has answered, and gives a connection the next message as soon as it is
-done. A Python thread per connection would hand the GIL back and forth
-at every socket and database call, and that cost more than the SMTP work itself.
+Deliveries happen in the one thread that calls :meth:`Dispatcher.run`: the transport keeps one
+conversation per pooled connection going and goes on with whichever the server has answered
+(a Python thread per connection would hand the GIL back and forth at every socket call). The
+database writes that must not wait for a batch to end (heartbeats, lease renewals, results) are
+made by the :class:`~postroom.dispatch.keeper.Keeper` from a thread of its own.
 
 Lifecycle of a dispatcher (one per ``postroom serve`` process)::
 
-    running ──stop()──▶ stopping ──the deliveries under way are done──▶ stopped
+    created ──run()──▶ running ──stop()──▶ stopping ──deliveries under way done──▶ stopped
+                                              │
+                                              └── close() while one still hangs ──▶ stopped,
+                                                  that row left to be taken over
 
-*running*: each :meth:`Dispatcher.step`
+*running*: the keeper beats and writes; each :meth:`Dispatcher.step`
 
-1. writes results a failed database write left behind, if any (before claiming more);
-2. at most once a second, expires queued messages past their ``expires_at``;
-3. claims up to ``batch`` due rows under a lease;
-4. delivers them and writes every result in one transaction, fenced by the lease owner.
+1. at most once a second: forgets dispatchers of this host whose process is gone, takes over
+   the rows of dead dispatchers (each takeover is a recorded attempt, see
+   :func:`~postroom.dispatch.policy.decide_takeover`) and expires overdue queued rows;
+2. claims up to ``batch`` due rows under a lease (one row only, as a probe, while the relay is
+   down; none before its next probe);
+3. delivers them; a row goes on the wire only while the keeper can vouch for the lease, and
+   each result goes to the ledger the moment it is known, for the keeper to write;
+4. writes what is still owed (one write for the whole batch on a fast relay).
 
 Between steps it waits on one event, set when ingest stored new rows or by :meth:`stop`, and
-otherwise only until the next row falls due (at most ``poll_s``, the fallback for rows that
-other dispatchers ingested).
+otherwise only until the next row falls due (at most ``poll_s``).
 
-*stopping*: :meth:`stop` (safe from a signal handler or another thread) lets the deliveries
-under way finish (bounded by the SMTP timeouts); the rows of the batch that did not start are
-released (back to ``queued``, no failure counted) and the results are written. Whoever runs
-the dispatcher in a thread may stop waiting for it after a grace period: a delivery still
-running then keeps its lease, which expires, and the row is claimed again. That message may be
-sent twice, and it is the only way one can be.
+*stopping*: :meth:`stop` (safe from a signal handler or another thread): no new delivery starts;
+the deliveries under way finish; the rows not started are released. :meth:`close` then writes
+everything owed and removes the dispatcher from the ``dispatchers`` table; a delivery still
+hanging keeps its lease only until another dispatcher sees this one gone, and is taken over.
 
 Lifecycle of one claimed row::
 
-    claimed (lease held) ──▶ delivered ──▶ result written with its batch
-            │
-            ├── stop() before its delivery began ──▶ released
-            └── this process dies ──▶ lease expires ──▶ claimed again by any dispatcher
+    claimed ──lease vouched──▶ started ──reply──▶ result written (within a fraction of a second)
+       │                          └── this process dies ──▶ taken over: maybe_delivered
+       ├── stop() / lease not vouched before it started ──▶ released
+       └── this process dies ──▶ taken over within seconds: abandoned (counts as an attempt)
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
+from postroom.dispatch.keeper import Keeper, Liveness
+from postroom.dispatch.ledger import Ledger
 from postroom.dispatch.parsed import ParsedEmails
-from postroom.dispatch.policy import RetryPolicy, decide
-from postroom.errors import StoreError
-from postroom.store import AttemptRecord, Claimed, Finish, Store
-from postroom.transport.base import DeliveryResult, Job, Outcome, Reply, Transport
+from postroom.dispatch.policy import (
+    Decision,
+    RetryPolicy,
+    decide,
+    decide_deferred,
+    decide_takeover,
+)
+from postroom.errors import MessageError, PayloadError, StoreError
+from postroom.store import Abandoned, AttemptRecord, Claimed, DispatcherBeat, Finish, Store
+from postroom.transport.base import DeliveryResult, Job, Outcome, Reply, Transport, render_payload
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "utc_now"]
 
 log = logging.getLogger("postroom.dispatch")
 
-_EXPIRY_EVERY = timedelta(seconds=1)
+_MAINTAIN_EVERY = timedelta(seconds=1)
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 class Dispatcher:
@@ -72,21 +96,31 @@ class Dispatcher:
         owner: str,
         policy: RetryPolicy,
         batch: int = 50,
-        lease_s: float = 300.0,
+        lease_s: float = 60.0,
+        heartbeat_s: float = 2.0,
         poll_s: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
         rand: Callable[[], float] = random.random,
         parsed: ParsedEmails | None = None,
+        host: str | None = None,
+        process_exists: Callable[[int], bool] = _process_exists,
     ) -> None:
         self.store, self.transport, self.owner = store, transport, owner
         self.parsed = parsed
-        self.policy, self.batch, self.lease_s = policy, batch, lease_s
+        self.policy, self.batch = policy, batch
+        self.liveness = Liveness(lease_s=lease_s, heartbeat_s=heartbeat_s)
         self.poll_s, self.clock, self.rand = poll_s, clock, rand
+        self.host = host or socket.gethostname()
+        self._process_exists = process_exists
+        self.ledger = Ledger()
+        me = DispatcherBeat(id=owner, host=self.host, pid=os.getpid(), started_at=clock())
+        self.keeper = Keeper(
+            store, self.ledger, me, self.liveness, clock=clock, relay=lambda: transport.relay
+        )
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._last_expiry: datetime | None = None
-        self._unwritten: list[Finish] = []
-        self._unreleased: list[str] = []
+        self._last_maintained: datetime | None = None
+        self._not_vouched_logged = False
 
     # -- control ------------------------------------------------------------------------------
 
@@ -95,35 +129,52 @@ class Dispatcher:
         self._wake.set()
 
     def stop(self) -> None:
-        """Stop after the deliveries under way; :meth:`run` then returns. Signal-handler safe."""
+        """Start no new delivery; :meth:`run` returns after those under way. Signal-safe."""
         self._stopping.set()
         self._wake.set()
 
     def run(self) -> None:
-        """Dispatch until :meth:`stop`. Runs in the calling thread."""
+        """Dispatch until :meth:`stop`. Runs in the calling thread; the keeper in its own."""
+        self.take_over_leftovers()
+        self.keeper.start()
         while not self._stopping.is_set():
             self._wake.clear()
             busy = self._step_safely()
             if not busy and not self._stopping.is_set():
                 self._wake.wait(self._idle_wait_s())
-        try:
-            self._write_results()
-        except StoreError as exc:
-            log.error("could not record the last results (leases will expire): %s", exc)
+
+    def close(self) -> int:
+        """After :meth:`stop`: release what did not start, write everything owed, leave the
+        ``dispatchers`` table. Returns how many deliveries were still hanging (their rows are
+        taken over by the next dispatcher that looks)."""
+        self.stop()
+        hanging = self.ledger.close()
+        self.keeper.stop()
+        owed = self.ledger.owing
+        if owed:
+            raise StoreError(f"{owed} result(s) could not be recorded before stopping")
+        self.store.forget_dispatchers([self.owner])
+        return hanging
 
     # -- one step -----------------------------------------------------------------------------
 
+    def take_over_leftovers(self) -> None:
+        """Before the first heartbeat: rows a previous run under the same (configured) id left
+        in ``sending`` are taken over, as rows of any dead dispatcher are."""
+        while self._take_over(self.clock(), own_leftovers=True) >= self._takeover_limit:
+            pass
+
     def step(self) -> bool:
-        """Write leftovers, expire, claim, deliver, write. True when more may be due at once."""
-        self._write_results()
+        """Maintain, claim, deliver, write. True when more may be due at once."""
+        self.keeper.tick()
         now = self.clock()
-        self._expire(now)
+        self._maintain(now)
         if self._stopping.is_set():
             return False
-        rows = self.store.claim_due(self.owner, self.batch, self.lease_s, now)
+        rows = self._claim(now)
         if rows:
             self._deliver_all(rows)
-            self._write_results()
+        self.keeper.tick()
         return len(rows) == self.batch
 
     def _step_safely(self) -> bool:
@@ -133,51 +184,91 @@ class Dispatcher:
             log.error("database error, retrying in %.1fs: %s", self.poll_s, exc)
             return False
 
+    def _claim(self, now: datetime) -> list[Claimed]:
+        if not self.keeper.may_start(now):
+            return []
+        relay = self.transport.relay
+        limit = self.batch
+        if not relay.up:
+            if relay.retry_at is not None and relay.retry_at > now:
+                return []
+            limit = 1  # a probe
+        lease_s = self.liveness.lease_s
+        rows = self.store.claim_due(self.owner, limit, lease_s, now)
+        self.ledger.hold(row.id for row in rows)
+        return rows
+
     def _deliver_all(self, rows: Sequence[Claimed]) -> None:
-        """Deliver ``rows``; after :meth:`stop`, the rows not yet started are released."""
+        """Deliver ``rows``; each result goes to the ledger as soon as it is known. Rows whose
+        delivery did not start (stop, lease not vouched) are released."""
+        started: list[Claimed] = []
+        reported: set[int] = set()
 
         def jobs() -> Iterator[Job]:
             for row in rows:
-                if self._stopping.is_set():
+                if not self._may_start(row):
                     return
-                yield row.mail_from, row.recipients, row.data
+                message = self._render(row)
+                if message is None or not self.ledger.begin(row.id):
+                    continue
+                started.append(row)
+                yield row.mail_from, row.recipients, message
 
-        results = self._deliver(jobs(), rows)
-        ended = self.clock()
-        self._unwritten.extend(
-            self._finish_for(row, result, ended - timedelta(seconds=result.duration_s), ended)
-            for row, result in zip(rows, results, strict=False)
-        )
-        self._unreleased.extend(row.id for row in rows[len(results) :])
+        def on_result(position: int, result: DeliveryResult) -> None:
+            reported.add(position)
+            self._record(started[position], result)
 
-    def _deliver(self, jobs: Iterator[Job], rows: Sequence[Claimed]) -> list[DeliveryResult]:
+        results = self._deliver(jobs(), on_result, started)
+        for position, result in enumerate(results):
+            if position not in reported:
+                self._record(started[position], result)
+        self.ledger.release(row.id for row in rows)  # those that never started
+
+    def _may_start(self, row: Claimed) -> bool:
+        if self._stopping.is_set():
+            return False
+        if self.keeper.may_start(self.clock()):
+            self._not_vouched_logged = False
+            return True
+        if not self._not_vouched_logged:
+            log.warning("cannot vouch for the leases (no recent heartbeat): no new deliveries")
+            self._not_vouched_logged = True
+        return False
+
+    def _render(self, row: Claimed) -> bytes | None:
+        """The message bytes of ``row``; a payload that cannot be rendered fails it now."""
         try:
-            render = self.parsed.render if self.parsed is not None else None
-            return self.transport.deliver_payloads(jobs, render)
+            if self.parsed is not None:
+                return self.parsed.render(row.data)
+            return render_payload(row.data)
+        except (MessageError, PayloadError, ValueError, KeyError, TypeError) as exc:
+            reply = Reply(0, f"cannot render the message: {exc}")
+            self._record(row, DeliveryResult(Outcome.PERMANENT, reply))
+            return None
+
+    def _deliver(
+        self,
+        jobs: Iterator[Job],
+        on_result: Callable[[int, DeliveryResult], None],
+        started: Sequence[Claimed],
+    ) -> list[DeliveryResult]:
+        try:
+            return self.transport.deliver_batch(jobs, on_result)
         except Exception as exc:  # a transport must not raise; never lose the rows if one does
-            log.exception("transport raised while sending %s", ", ".join(r.id for r in rows))
+            log.exception("transport raised while sending %s", ", ".join(r.id for r in started))
             reply = Reply(0, f"transport error: {exc!r}")
-            return [DeliveryResult(Outcome.TEMPORARY, reply) for _ in rows]
+            return [DeliveryResult(Outcome.TEMPORARY, reply) for _ in started]
 
-    def _write_results(self) -> None:
-        """Release and finish what is pending, in that order; kept for the next try on error."""
-        if self._unreleased:
-            self.store.release(self.owner, self._unreleased, self.clock())
-            self._unreleased = []
-        if not self._unwritten:
-            return
-        finishes = self._unwritten
-        updated = self.store.finish(self.owner, finishes)
-        self._unwritten = []
-        if updated < len(finishes):
-            log.warning(
-                "%d result(s) not recorded: their lease was taken over by another dispatcher",
-                len(finishes) - updated,
-            )
+    # -- outcomes -----------------------------------------------------------------------------
 
-    def _finish_for(
-        self, claimed: Claimed, result: DeliveryResult, started_at: datetime, ended_at: datetime
-    ) -> Finish:
+    def _record(self, claimed: Claimed, result: DeliveryResult) -> None:
+        self.ledger.result(self._finish_for(claimed, result))
+        self.keeper.nudge()
+
+    def _finish_for(self, claimed: Claimed, result: DeliveryResult) -> Finish:
+        ended_at = self.clock()
+        if result.outcome is Outcome.DEFERRED:
+            return self._deferred(claimed, result, ended_at)
         decision = decide(
             result,
             recipients=claimed.recipients,
@@ -188,7 +279,7 @@ class Dispatcher:
             rand=self.rand,
         )
         attempt = AttemptRecord(
-            started_at=started_at,
+            started_at=ended_at - timedelta(seconds=result.duration_s),
             ended_at=ended_at,
             outcome=result.outcome.value,
             code=result.reply.code or None,
@@ -197,10 +288,24 @@ class Dispatcher:
             dispatcher=self.owner,
             recipients=list(claimed.recipients),
         )
-        if decision.failure:
-            log.info("message %s: %s (%s)", claimed.id, decision.status, decision.failure)
+        return self._finish(claimed.id, decision, attempt)
+
+    def _deferred(self, claimed: Claimed, result: DeliveryResult, now: datetime) -> Finish:
+        relay = self.transport.relay
+        retry_at = relay.retry_at if relay.retry_at is not None else now
+        decision = decide_deferred(
+            relay.reason or str(result.reply),
+            retry_at=max(retry_at, now),
+            recipients=claimed.recipients,
+            expires_at=claimed.expires_at,
+        )
+        return self._finish(claimed.id, decision, None)
+
+    def _finish(self, id: str, decision: Decision, attempt: AttemptRecord | None) -> Finish:
+        if decision.failure and decision.status != "queued":
+            log.info("message %s: %s (%s)", id, decision.status, decision.failure)
         return Finish(
-            id=claimed.id,
+            id=id,
             status=decision.status,
             attempt=attempt,
             count_fail=decision.count_fail,
@@ -210,20 +315,86 @@ class Dispatcher:
             sent_at=decision.sent_at,
         )
 
-    def _expire(self, now: datetime) -> None:
-        last = self._last_expiry
-        if last is not None and timedelta(0) <= now - last < _EXPIRY_EVERY:
-            return  # (a clock set back does not postpone expiry)
-        self._last_expiry = now
+    # -- maintenance --------------------------------------------------------------------------
+
+    def _maintain(self, now: datetime) -> None:
+        last = self._last_maintained
+        if last is not None and timedelta(0) <= now - last < _MAINTAIN_EVERY:
+            return  # (a clock set back does not postpone maintenance)
+        self._last_maintained = now
+        self._forget_gone_processes()
+        self._take_over(now)
         expired = self.store.expire_overdue(now)
         if expired:
             log.info("%d message(s) expired: not sent within max-time", expired)
+
+    def _forget_gone_processes(self) -> None:
+        """Dispatchers of this host whose process is gone are dead now, not in seconds."""
+        gone = [
+            d.id
+            for d in self.store.dispatchers()
+            if d.host == self.host and d.id != self.owner and not self._process_exists(d.pid)
+        ]
+        if gone:
+            log.info("dispatcher(s) %s are gone: taking over their messages", ", ".join(gone))
+            self.store.forget_dispatchers(gone)
+
+    @property
+    def _takeover_limit(self) -> int:
+        return max(self.batch, 100)
+
+    def _take_over(self, now: datetime, *, own_leftovers: bool = False) -> int:
+        """Take over rows of dead dispatchers and finish each as an attempt; return how many."""
+        taken = self.store.take_over(
+            self.owner,
+            now,
+            dead_after_s=self.liveness.dead_after_s,
+            lease_s=self.liveness.lease_s,
+            limit=self._takeover_limit,
+            own_leftovers=own_leftovers,
+        )
+        if not taken:
+            return 0
+        self.ledger.hold(row.id for row in taken)
+        for row in taken:
+            self.ledger.result(self._takeover_finish(row, now))
+        log.warning("took over %d message(s) from dead dispatcher(s)", len(taken))
+        self.keeper.tick()
+        return len(taken)
+
+    def _takeover_finish(self, row: Abandoned, now: datetime) -> Finish:
+        began = row.attempt_started_at
+        what = f"dispatcher {row.previous_owner} stopped while holding it"
+        if began is not None:
+            what += f" (its delivery had begun at {began:%Y-%m-%d %H:%M:%S} UTC)"
+        decision = decide_takeover(
+            what,
+            recipients=row.recipients,
+            num_fails=row.num_fails,
+            expires_at=row.expires_at,
+            now=now,
+            policy=self.policy,
+        )
+        attempt = AttemptRecord(
+            started_at=began or now,
+            ended_at=now,
+            outcome="maybe_delivered" if began is not None else "abandoned",
+            code=None,
+            enhanced_code=None,
+            reply=what,
+            dispatcher=row.previous_owner,
+            recipients=list(row.recipients),
+        )
+        return self._finish(row.id, decision, attempt)
 
     def _idle_wait_s(self) -> float:
         try:
             due = self.store.next_due_at()
         except StoreError:
             return self.poll_s
+        relay = self.transport.relay
+        if not relay.up and relay.retry_at is not None:
+            due = relay.retry_at if due is None else max(due, relay.retry_at)
         if due is None:
             return self.poll_s
         return min(max((due - self.clock()).total_seconds(), 0.0), self.poll_s)

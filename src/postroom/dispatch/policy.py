@@ -13,6 +13,14 @@ The decision for one message after one attempt (``decide``)::
                                                  retry after expiry      expired
 
 Recipients refused with 5yz are never tried again; their refusals are named in ``failure``.
+
+Two more decisions, for attempts that are not the message's own:
+
+* :func:`decide_deferred`: the relay could not be used (``DEFERRED``). Nothing is charged: the
+  message waits until the relay's next probe, or expires if that comes after ``expires_at``.
+* :func:`decide_takeover`: the dispatcher holding the message died. The takeover counts as a
+  failed attempt (a message whose delivery kills its dispatcher ends ``failed`` instead of
+  looping) and the message is due again at once, unless it is out of attempts or time.
 """
 
 from __future__ import annotations
@@ -24,7 +32,14 @@ from datetime import datetime, timedelta
 
 from postroom.transport.base import DeliveryResult, Outcome, Reply
 
-__all__ = ["Decision", "RetryPolicy", "backoff_delay_s", "decide"]
+__all__ = [
+    "Decision",
+    "RetryPolicy",
+    "backoff_delay_s",
+    "decide",
+    "decide_deferred",
+    "decide_takeover",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +124,56 @@ def decide(
         expired = f"not sent before it expired: {failure}"
         return Decision("expired", expired, None, remaining, True, None)
     return Decision("queued", failure, next_at, remaining, True, None)
+
+
+def decide_deferred(
+    reason: str, *, retry_at: datetime, recipients: Sequence[str], expires_at: datetime
+) -> Decision:
+    """The relay could not be used: wait for ``retry_at`` without charging an attempt."""
+    failure = f"relay unavailable: {reason}"
+    if retry_at >= expires_at:
+        return Decision(
+            status="expired",
+            failure=f"not sent before it expired: {failure}",
+            next_attempt_at=None,
+            pending_recipients=list(recipients),
+            count_fail=False,
+            sent_at=None,
+        )
+    return Decision(
+        status="queued",
+        failure=failure,
+        next_attempt_at=retry_at,
+        pending_recipients=list(recipients),
+        count_fail=False,
+        sent_at=None,
+    )
+
+
+def decide_takeover(
+    what: str,
+    *,
+    recipients: Sequence[str],
+    num_fails: int,
+    expires_at: datetime,
+    now: datetime,
+    policy: RetryPolicy,
+) -> Decision:
+    """A dispatcher died holding the message (``what`` says how): one failed attempt."""
+    fails = num_fails + 1
+    status, failure = "queued", what
+    next_at_or_none: datetime | None = now
+    if fails >= policy.max_fails:
+        status, failure = "failed", f"gave up after {fails} attempts: {what}"
+        next_at_or_none = None
+    elif now >= expires_at:
+        status, failure = "expired", f"not sent within max-time: {what}"
+        next_at_or_none = None
+    return Decision(
+        status=status,
+        failure=failure,
+        next_attempt_at=next_at_or_none,
+        pending_recipients=list(recipients),
+        count_fail=True,
+        sent_at=None,
+    )

@@ -2,16 +2,18 @@
 
 Lifecycle of a server process::
 
-    starting ──▶ running ──SIGTERM / SIGINT / stop()──▶ stopping ──▶ stopped (exit 0)
+    created ──open()──▶ open ──run()──▶ running ──SIGTERM / SIGINT / stop()──▶ stopping ──▶ closed
 
-*starting*: open the database (create or migrate the schema), the queue and the SMTP pool; with
-``--dev`` also start the capture SMTP server and send everything there.
+*created*: nothing has happened yet (``Server(config)`` has no side effects).
+*open*: with ``--dev`` the capture SMTP server runs; the database is open and migrated; the
+queue and the SMTP pool are ready. Whatever failed half way is closed again.
 *running*: the ingest thread moves payloads from the queue into the database and wakes the
-dispatcher, which runs in a thread of its own; the main thread waits for a signal.
+dispatcher, which runs in a thread of its own (its keeper in another); the main thread waits.
 *stopping*: ingest stops taking (what it took and stored is acknowledged; what it took and did not
-store is left unacknowledged and comes back from the queue); the dispatcher finishes the
-deliveries under way and writes its results (see :mod:`postroom.dispatch.dispatcher`), for at
-most ``GRACE_S``: a delivery still hanging then is left to its lease; connections close.
+store comes back from the queue); the dispatcher starts nothing new and finishes the deliveries
+under way, for at most ``GRACE_S``; every result received is written; a delivery still hanging
+then is left to the next dispatcher, which takes it over within seconds. The outcome of the stop
+is a :class:`Stopped`: "stopped cleanly" is logged only when nothing hung and nothing failed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import signal
 import socket
 import threading
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -31,7 +35,7 @@ from postroom.dispatch.dispatcher import Dispatcher, utc_now
 from postroom.dispatch.ingest import Ingestor
 from postroom.dispatch.parsed import ParsedEmails
 from postroom.dispatch.policy import RetryPolicy
-from postroom.errors import PostroomError
+from postroom.errors import PostroomError, StoreError
 from postroom.queue import open_queue
 from postroom.queue.base import QueueEngine
 from postroom.store import Store, open_store
@@ -39,7 +43,7 @@ from postroom.transport.base import Transport
 from postroom.transport.capture import CaptureServer
 from postroom.transport.smtp import SmtpTransport
 
-__all__ = ["Server", "serve"]
+__all__ = ["Server", "Stopped", "serve_one"]
 
 log = logging.getLogger("postroom.serve")
 
@@ -91,35 +95,60 @@ class _Outage:
         self.delay_s = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """How a server stopped: deliveries left hanging, and the error that stopped it, if any."""
+
+    hanging: int = 0
+    failure: BaseException | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.hanging == 0 and self.failure is None
+
+
 class Server:
-    """A running dispatcher process: ingest thread + dispatcher; see the module docstring."""
+    """A dispatcher process: ingest thread + dispatcher; see the module docstring."""
 
     def __init__(self, config: Config, *, dev: bool = False, dev_port: int | None = None) -> None:
-        self.config = config
-        server = config.email.server
+        self.config, self.dev = config, dev
+        self.dev_port = dev_port if dev_port is not None else DEV_SMTP_PORT
         self.owner = dispatcher_id(config)
         self.capture: CaptureServer | None = None
-        if dev:
-            port = dev_port if dev_port is not None else DEV_SMTP_PORT
-            self.capture = CaptureServer(DEV_MAILBOX, host="127.0.0.1", port=port)
-            try:
-                self.capture.start()
-            except OSError as exc:
-                raise PostroomError(
-                    f"{exc} (set POSTROOM_DEV_SMTP_PORT to use another port)"
-                ) from exc
+        self._closers: list[Callable[[], None]] = []
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+
+    # -- open ---------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start what the server needs (see *open* in the module docstring)."""
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        server = self.config.email.server
+        if self.dev:
+            self._start_capture()
         self.store: Store = open_store(server.database.sqlalchemy_url())
+        self._closers.append(self.store.close)
         self.store.migrate()
-        self.queue: QueueEngine = open_queue(config.email.queue["default"])
+        self.queue: QueueEngine = open_queue(self.config.email.queue["default"])
+        self._closers.append(self.queue.close)
         self.transport: Transport = self._transport()
+        self._closers.append(self.transport.close)
         parsed = ParsedEmails()  # what ingest parsed, for the dispatcher to render
         self.dispatcher = Dispatcher(
             self.store,
             self.transport,
             owner=self.owner,
-            policy=retry_policy(config),
+            policy=retry_policy(self.config),
             batch=server.batch,
             lease_s=server.lease.total_seconds(),
+            heartbeat_s=server.heartbeat.total_seconds(),
             parsed=parsed,
         )
         self.ingestor = Ingestor(
@@ -130,14 +159,15 @@ class Server:
             on_inserted=lambda n: self.dispatcher.wake(),
             parsed=parsed,
         )
-        self._stop = threading.Event()
-        self._ingest_thread = threading.Thread(
-            target=self._ingest_loop, name="postroom-ingest", daemon=True
-        )
-        self._failure: BaseException | None = None
-        self._dispatch_thread = threading.Thread(
-            target=self._dispatch, name="postroom-dispatch", daemon=True
-        )
+
+    def _start_capture(self) -> None:
+        capture = CaptureServer(DEV_MAILBOX, host="127.0.0.1", port=self.dev_port)
+        try:
+            capture.start()
+        except OSError as exc:
+            raise PostroomError(f"{exc} (set POSTROOM_DEV_SMTP_PORT to use another port)") from exc
+        self.capture = capture
+        self._closers.append(capture.stop)
 
     def _transport(self) -> Transport:
         if self.capture is not None:
@@ -163,31 +193,48 @@ class Server:
             f"database {cfg.server.database.engine}, smtp {smtp}"
         )
 
-    def run(self) -> None:
-        """Run until :meth:`stop`; then drain and close everything."""
+    # -- run and stop -------------------------------------------------------------------------
+
+    def run(self) -> Stopped:
+        """Open (unless open), run until :meth:`stop`, then stop and close everything."""
+        if not self._closers:
+            self.open()
         log.info("%s", self.describe())
-        self._ingest_thread.start()
-        self._dispatch_thread.start()
+        ingest = threading.Thread(target=self._ingest_loop, name="postroom-ingest", daemon=True)
+        dispatch = threading.Thread(target=self._dispatch, name="postroom-dispatch", daemon=True)
+        ingest.start()
+        dispatch.start()
         try:
             self._stop.wait()
         finally:
-            self.stop()
-            self._dispatch_thread.join(GRACE_S)
-            if self._dispatch_thread.is_alive():
-                log.warning(
-                    "a delivery was still running after %.0fs; its lease will expire and the "
-                    "message will be retried",
-                    GRACE_S,
-                )
-            self._ingest_thread.join(timeout=10)
-            self.close()
-        if self._failure is not None:
-            raise self._failure
+            stopped = self._shut_down(dispatch, ingest)
+        return stopped
+
+    def _shut_down(self, dispatch: threading.Thread, ingest: threading.Thread) -> Stopped:
+        self.stop()
+        dispatch.join(GRACE_S)
+        hanging = 0
+        try:
+            hanging = self.dispatcher.close()
+        except StoreError as exc:
+            log.error("%s: the rows this dispatcher holds will be taken over", exc)
+            self._failure = self._failure or exc
+        if hanging:
+            log.warning(
+                "%d delivery(ies) still hanging after %.0fs were left to the next dispatcher, "
+                "which takes them over and records them as maybe delivered",
+                hanging,
+                GRACE_S,
+            )
+        ingest.join(timeout=10)
+        self.close()
+        return Stopped(hanging=hanging, failure=self._failure)
 
     def _dispatch(self) -> None:
         try:
             self.dispatcher.run()
         except BaseException as exc:
+            log.exception("the dispatcher failed")
             self._failure = exc
         finally:
             self._stop.set()
@@ -195,16 +242,17 @@ class Server:
     def stop(self) -> None:
         """Begin a clean shutdown. Safe to call from a signal handler or another thread."""
         self._stop.set()
-        self.dispatcher.stop()
+        if hasattr(self, "dispatcher"):
+            self.dispatcher.stop()
 
     def close(self) -> None:
-        for closer in (self.transport.close, self.queue.close, self.store.close):
+        """Close whatever :meth:`open` started, newest first."""
+        while self._closers:
+            closer = self._closers.pop()
             try:
                 closer()
             except Exception:  # closing is best effort; report and go on
                 log.exception("error while closing")
-        if self.capture is not None:
-            self.capture.stop()
 
     def _ingest_loop(self) -> None:
         outage = _Outage("taking from the queue / storing in the database")
@@ -225,7 +273,7 @@ def _install_signals(server: Server) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _setup_logging() -> None:
+def setup_logging() -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(
@@ -236,31 +284,16 @@ def _setup_logging() -> None:
 
 def serve_one(config: Config, *, dev: bool = False) -> int:
     """Run one dispatcher in this process until SIGTERM or Ctrl-C; return the exit code."""
-    _setup_logging()
+    setup_logging()
     gc.set_threshold(*GC_THRESHOLDS)
     dev_port = int(os.environ.get("POSTROOM_DEV_SMTP_PORT", DEV_SMTP_PORT)) if dev else None
     server = Server(config, dev=dev, dev_port=dev_port)
     if threading.current_thread() is threading.main_thread():
         _install_signals(server)
-    server.run()
-    log.info("stopped cleanly")
+    stopped = server.run()
+    if stopped.failure is not None:
+        log.error("stopped: %s", stopped.failure)
+        return 1
+    if stopped.clean:
+        log.info("stopped cleanly")
     return 0
-
-
-def serve(config: Config, *, dev: bool = False) -> int:
-    """Run ``email.server.processes`` dispatchers until SIGTERM or Ctrl-C; return the exit code."""
-    processes = config.email.server.processes
-    if processes == 1 or dev:
-        if processes > 1:
-            _setup_logging()
-            log.info("--dev runs one dispatcher process (email.server.processes is ignored)")
-        return serve_one(config, dev=dev)
-    from postroom.dispatch.supervisor import Supervisor, install_signals
-
-    _setup_logging()
-    supervisor = Supervisor(config)
-    if threading.current_thread() is threading.main_thread():
-        install_signals(supervisor)
-    code = supervisor.run()
-    log.info("stopped cleanly" if code == 0 else "stopped; a dispatcher process failed")
-    return code

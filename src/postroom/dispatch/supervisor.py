@@ -12,7 +12,9 @@ Lifecycle of the supervisor::
                    └──┘ a child died unexpectedly: log it, start a new one after a pause
 
 *stopping*: each child gets SIGTERM and drains as a single server would; a child still running
-after ``grace_s`` gets SIGKILL (its leases expire and its rows are claimed again). A supervisor
+after ``grace_s`` gets SIGKILL (its rows are taken over, as those of any dead dispatcher).
+A child that dies is noticed by its siblings and its replacement at once: they see that its
+process is gone and take its rows over (:mod:`postroom.dispatch.dispatcher`). A supervisor
 that dies without stopping (SIGKILL) takes its children along: each stops as on SIGTERM.
 """
 
@@ -30,6 +32,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from postroom.config import Config
+from postroom.dispatch.server import serve_one
 
 __all__ = ["Supervisor"]
 
@@ -48,8 +51,6 @@ def _child_config(config: Config, index: int) -> Config:
 
 
 def _child_main(config: Config) -> None:
-    from postroom.dispatch.server import serve_one
-
     _stop_with_the_supervisor()
     raise SystemExit(serve_one(config))
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from postroom.errors import StoreError
 from postroom.store.convert import (
     dump_list,
+    dump_replies,
     load_list,
     sqlite_time,
     time_from_postgres,
@@ -240,10 +241,10 @@ _PLAN_SETTINGS = "SELECT " + ", ".join(
 )
 
 
-def _candidates(dialect: str, limit: int) -> tuple[str, str]:
+def _candidates(dialect: str, limit: int) -> str:
     """The rows a claim may take, in claim order (highest priority, then oldest), at most
-    ``limit``: dead leases first considered, then due queued rows. Returns the SQL that selects
-    their key ``k`` and the ORDER BY ... LIMIT clause of the claim."""
+    ``limit``: due ``queued`` rows. (Rows whose dispatcher died are taken over first, as a
+    recorded attempt, by :meth:`Store.take_over`.) Returns the SQL that selects their key ``k``."""
     if dialect == "sqlite":
         key, lock, now = "rowid", "", ":now"
         # for a small LIMIT the planner would rather range over due_at and sort every due row
@@ -254,12 +255,8 @@ def _candidates(dialect: str, limit: int) -> tuple[str, str]:
         fresh_from = "messages"
     order = f"ORDER BY priority DESC, created_at LIMIT {int(limit)}"
     return (
-        f"WITH stale AS (SELECT {key} AS k, priority, created_at FROM messages "
-        f"WHERE status = 'sending' AND lease_until < {now} {order}{lock}), "
-        f"fresh AS (SELECT {key} AS k, priority, created_at FROM {fresh_from} "
-        f"WHERE status = 'queued' AND due_at <= {now} AND expires_at > {now} {order}{lock}) "
-        f"SELECT k FROM (SELECT * FROM stale UNION ALL SELECT * FROM fresh) AS candidates",
-        order,
+        f"SELECT {key} AS k FROM {fresh_from} "
+        f"WHERE status = 'queued' AND due_at <= {now} AND expires_at > {now} {order}{lock}"
     )
 
 
@@ -270,19 +267,19 @@ def claim_sql(dialect: str, limit: int) -> str:
     Candidates are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent claims never take the
     same row. The limit is written into the text so that the planner sees it.
     """
-    candidates, order = _candidates(dialect, limit)
+    candidates = _candidates(dialect, limit)
     return (
         f"UPDATE messages SET status = 'sending', lease_owner = %(owner)s, "
         f"lease_until = %(lease_until)s, updated_at = %(now)s "
-        f"WHERE id IN ({candidates} {order}) RETURNING {_CLAIMED}"
+        f"WHERE id IN ({candidates}) RETURNING {_CLAIMED}"
     )
 
 
 @lru_cache(maxsize=64)
 def claim_keys_sql(limit: int) -> str:
     """SQLite: the ``rowid`` of every row to claim, as one JSON array (one step to run)."""
-    candidates, order = _candidates("sqlite", limit)
-    return f"SELECT json_group_array(k) FROM ({candidates} {order})"
+    candidates = _candidates("sqlite", limit)
+    return f"SELECT json_group_array(k) FROM ({candidates})"
 
 
 _LEASE_SQLITE = (
@@ -364,7 +361,7 @@ _OUTCOME_COLUMNS = (
 #: one attempts row, in this order
 _ATTEMPT_COLUMNS = (
     *("message_id", "started_at", "ended_at", "outcome", "code", "enhanced_code", "reply"),
-    *("dispatcher", "recipients"),
+    *("dispatcher", "recipients", "replies"),
 )
 _o = dict(zip(_OUTCOME_COLUMNS, _row_values(len(_OUTCOME_COLUMNS)), strict=True))
 _FINISH_SQLITE = (
@@ -375,7 +372,7 @@ _FINISH_SQLITE = (
     "pending_recipients = r.pending_recipients, sent_at = r.sent_at, "
     "num_fails = messages.num_fails + r.inc, "
     "last_failed_at = coalesce(r.failed_at, messages.last_failed_at), "
-    "lease_owner = NULL, lease_until = NULL, updated_at = ?2 "
+    "lease_owner = NULL, lease_until = NULL, attempt_started_at = NULL, updated_at = ?2 "
     f"FROM (SELECT {', '.join(f'{expr} AS {name}' for name, expr in _o.items())} "
     "FROM json_each(?1)) AS r "
     "WHERE messages.id = r.id AND messages.status = r.fence AND messages.lease_owner = ?3"
@@ -397,14 +394,14 @@ _FINISH_POSTGRES = (
     "ELSE m.send_after END, "
     "pending_recipients = r.pending_recipients, sent_at = r.sent_at, "
     "num_fails = m.num_fails + r.inc, last_failed_at = coalesce(r.failed_at, m.last_failed_at), "
-    "lease_owner = NULL, lease_until = NULL, updated_at = %(now)b "
+    "lease_owner = NULL, lease_until = NULL, attempt_started_at = NULL, updated_at = %(now)b "
     "FROM r WHERE m.id = r.id AND m.status = r.fence AND m.lease_owner = %(owner)b "
     "RETURNING m.id), "
     f"tried AS (INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) "
     "SELECT * FROM unnest(%(a_message_id)b::text[], %(a_started_at)b::timestamptz[], "
     "%(a_ended_at)b::timestamptz[], %(a_outcome)b::text[], %(a_code)b::int[], "
     "%(a_enhanced_code)b::text[], %(a_reply)b::text[], %(a_dispatcher)b::text[], "
-    "%(a_recipients)b::text[]) "
+    "%(a_recipients)b::text[], %(a_replies)b::text[]) "
     f"AS a({', '.join(_ATTEMPT_COLUMNS)}) "
     "WHERE EXISTS (SELECT 1 FROM messages x WHERE x.id = a.message_id)) "
     "SELECT count(*) FROM done"
@@ -438,6 +435,7 @@ def outcome_rows(
                     attempt.reply,
                     attempt.dispatcher,
                     dump_list(attempt.recipients),
+                    dump_replies(attempt.replies),
                 )
             )
             if result.count_fail:
@@ -504,12 +502,13 @@ def _finish_sqlite(
 
 _RELEASE_SQLITE = (
     "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_until = NULL, "
-    "updated_at = ?1 WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'sending' "
-    "AND lease_owner = ?3"
+    "attempt_started_at = NULL, updated_at = ?1 "
+    "WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'sending' AND lease_owner = ?3"
 )
 _RELEASE_POSTGRES = (
     "UPDATE messages m SET status = 'queued', lease_owner = NULL, lease_until = NULL, "
-    "updated_at = %(now)b FROM unnest(%(ids)b::text[], %(fence)b::text[]) AS r(id, fence) "
+    "attempt_started_at = NULL, updated_at = %(now)b "
+    "FROM unnest(%(ids)b::text[], %(fence)b::text[]) AS r(id, fence) "
     "WHERE m.id = r.id AND m.status = r.fence AND m.lease_owner = %(owner)b"
 )
 

@@ -16,10 +16,14 @@ import json.encoder
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from postroom.store.records import RecipientReply
+
 __all__ = [
     "SQLITE_TIME_WIDTH",
     "dump_list",
+    "dump_replies",
     "load_list",
+    "load_replies",
     "sqlite_time",
     "time_from_postgres",
     "time_from_sqlite",
@@ -80,3 +84,44 @@ def load_list(text: str) -> list[str]:
     if not isinstance(loaded, list) or end != len(text):
         raise ValueError(f"expected a JSON list in the database, got {text!r}")
     return [item if isinstance(item, str) else str(item) for item in loaded]
+
+
+def dump_replies(replies: Sequence[RecipientReply]) -> str | None:
+    """Every recipient's reply of one attempt as JSON text (``None`` when there is none)::
+
+    [{"recipient": "a@example.org", "code": 250, "enhanced_code": "2.1.5", "text": "OK"}]
+    """
+    if not replies:
+        return None
+    return json.dumps(
+        [
+            {
+                "recipient": r.recipient,
+                "code": r.code,
+                "enhanced_code": r.enhanced_code,
+                "text": r.text,
+            }
+            for r in replies
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def load_replies(text: str | None) -> list[RecipientReply]:
+    """The replies stored by :func:`dump_replies`; an unreadable value reads as none."""
+    if not text:
+        return []
+    try:
+        loaded = json.loads(text)
+        return [
+            RecipientReply(
+                recipient=str(item["recipient"]),
+                code=int(item["code"]) if item.get("code") is not None else None,
+                enhanced_code=item.get("enhanced_code"),
+                text=str(item.get("text") or ""),
+            )
+            for item in loaded
+        ]
+    except (ValueError, TypeError, KeyError):
+        return []

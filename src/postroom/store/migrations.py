@@ -25,12 +25,17 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, func, insert, inspect, select
 
 from postroom.errors import StoreError
-from postroom.store.schema import compress_payloads_with_lz4, metadata, schema_version
+from postroom.store.schema import (
+    compress_payloads_with_lz4,
+    dispatchers,
+    metadata,
+    schema_version,
+)
 
 __all__ = ["LOCK_KEY", "SCHEMA_VERSION", "UPGRADES", "Step", "current_version", "upgrade"]
 
 #: version of the schema that :mod:`postroom.store.schema` describes
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: PostgreSQL advisory lock key taken by ``migrate()`` ("postroom" in ASCII)
 LOCK_KEY = 0x706F7374726F6F6D
 
@@ -59,9 +64,28 @@ def _cheaper_writes(conn: Connection) -> None:
     compress_payloads_with_lz4(conn)
 
 
+def _heartbeats(conn: Connection) -> None:
+    """Version 3: the ``dispatchers`` table (heartbeats, relay state),
+    ``messages.attempt_started_at`` (when the delivery of a leased row began) and
+    ``attempts.replies`` (every recipient's reply).
+    """
+    dispatchers.create(conn, checkfirst=True)
+    conn.exec_driver_sql("ALTER TABLE messages ADD COLUMN attempt_started_at " + _time_type(conn))
+    conn.exec_driver_sql("ALTER TABLE attempts ADD COLUMN replies TEXT")
+
+
+def _time_type(conn: Connection) -> str:
+    return "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "VARCHAR(26)"
+
+
 #: upgrade steps after version 1, in order (version 1 is the initial schema)
 UPGRADES: tuple[Step, ...] = (
     Step(2, "finished-rows index without an IN list; lz4 payloads", _cheaper_writes),
+    Step(
+        3,
+        "dispatcher heartbeats, delivery start of leased rows, per-recipient replies",
+        _heartbeats,
+    ),
 )
 
 

@@ -5,6 +5,8 @@ Every datetime here is timezone-aware UTC. ``recipients`` fields are lists of ba
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -12,18 +14,36 @@ __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
     "FINISH_STATUSES",
+    "OUTCOMES",
     "STATUSES",
+    "Abandoned",
     "AttemptInfo",
     "AttemptRecord",
     "Claimed",
+    "DispatcherBeat",
+    "DispatcherInfo",
     "Finish",
     "MessageInfo",
     "NewMessage",
+    "RecipientReply",
     "Stats",
+    "Status",
 ]
 
+
+class Status(enum.StrEnum):
+    """Every value of ``messages.status``, in lifecycle order."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
 #: every value of ``messages.status``, in lifecycle order
-STATUSES: tuple[str, ...] = ("queued", "sending", "sent", "failed", "expired", "cancelled")
+STATUSES: tuple[str, ...] = tuple(Status)
 #: statuses of messages still on their way (every other status is final)
 ACTIVE_STATUSES: tuple[str, ...] = ("queued", "sending")
 #: statuses a message never leaves on its own (``retry`` can queue failed/expired ones again)
@@ -31,7 +51,7 @@ FINAL_STATUSES: tuple[str, ...] = ("sent", "failed", "expired", "cancelled")
 #: statuses a dispatcher may write with :meth:`Store.finish`
 FINISH_STATUSES: tuple[str, ...] = ("sent", "queued", "failed", "expired")
 #: ``attempts.outcome`` values
-OUTCOMES: tuple[str, ...] = ("sent", "temporary", "permanent", "maybe_delivered")
+OUTCOMES: tuple[str, ...] = ("sent", "temporary", "permanent", "maybe_delivered", "abandoned")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +95,63 @@ class Claimed:
 
 
 @dataclass(frozen=True, slots=True)
+class Abandoned(Claimed):
+    """A row taken over by :meth:`Store.take_over` from a dispatcher that died holding it.
+
+    ``previous_owner`` held its lease; ``attempt_started_at`` is when that dispatcher began
+    delivering it (``None``: it had not begun, as far as the database knows).
+    """
+
+    previous_owner: str = ""
+    attempt_started_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientReply:
+    """One recipient's reply in one attempt (``code`` ``None``: the recipient got none)."""
+
+    recipient: str
+    code: int | None
+    enhanced_code: str | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherBeat:
+    """What a live dispatcher writes with each heartbeat (``dispatchers`` table).
+
+    ``relay_down_since`` / ``relay_failure``: its SMTP relay is unusable since then, and why
+    (``None``: the relay works).
+    """
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    relay_down_since: datetime | None = None
+    relay_failure: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherInfo:
+    """One ``dispatchers`` row: a dispatcher and its last heartbeat."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    relay_down_since: datetime | None
+    relay_failure: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """What one delivery attempt did; becomes one ``attempts`` row.
 
-    ``outcome`` is ``sent``, ``temporary``, ``permanent`` or ``maybe_delivered``.
+    ``outcome`` is one of :data:`OUTCOMES`: ``abandoned`` when a dispatcher died holding the
+    message before it went on the wire, ``maybe_delivered`` also when it died after.
+    ``replies`` holds every recipient's reply.
     """
 
     started_at: datetime
@@ -89,6 +162,7 @@ class AttemptRecord:
     reply: str
     dispatcher: str
     recipients: list[str]
+    replies: Sequence[RecipientReply] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +213,7 @@ class MessageInfo:
     data_size: int
     lease_owner: str | None
     lease_until: datetime | None
+    attempt_started_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +230,7 @@ class AttemptInfo:
     reply: str
     dispatcher: str
     recipients: list[str]
+    replies: list[RecipientReply] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +243,8 @@ class Stats:
     ``top_failures``: up to 10 ``(failure, count)`` pairs, most frequent first, among failed,
     expired and queued-after-a-failure messages created since ``since``. ``attempts``: attempt
     rows started since ``since``. ``queued_due`` / ``queued_scheduled``: queued messages (of any
-    age) that are due at ``now`` (the backlog) / not due yet.
+    age) that are due at ``now`` (the backlog) / not due yet. ``dispatchers``: every
+    registered dispatcher with its heartbeat and the state of its relay.
     """
 
     since: datetime | None
@@ -179,3 +256,4 @@ class Stats:
     attempts: int = 0
     queued_due: int = 0
     queued_scheduled: int = 0
+    dispatchers: list[DispatcherInfo] = field(default_factory=list)

@@ -66,6 +66,7 @@ __all__ = [
     "UTCDateTime",
     "attempts",
     "compress_payloads_with_lz4",
+    "dispatchers",
     "messages",
     "metadata",
     "schema_version",
@@ -168,6 +169,7 @@ messages = Table(
     Column("data", LargeBinary, nullable=False),
     Column("lease_owner", Text, nullable=True),
     Column("lease_until", UTCDateTime, nullable=True),
+    Column("attempt_started_at", UTCDateTime, nullable=True),
 )
 
 _QUEUED = text("status = 'queued'")
@@ -218,6 +220,7 @@ attempts = Table(
     Column("reply", Text, nullable=False, server_default=text("''")),
     Column("dispatcher", Text, nullable=False, server_default=text("''")),
     Column("recipients", JSONList, nullable=False),
+    Column("replies", Text, nullable=True),
 )
 
 Index("ix_attempts_message_id", attempts.c.message_id)
@@ -242,6 +245,19 @@ def compress_payloads_with_lz4(conn: Connection) -> None:
 def _after_messages_created(target: Table, connection: Connection, **kw: object) -> None:
     compress_payloads_with_lz4(connection)
 
+
+#: one row per live dispatcher process: its heartbeat, and the state of its relay
+dispatchers = Table(
+    "dispatchers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("relay_down_since", UTCDateTime, nullable=True),
+    Column("relay_failure", Text, nullable=True),
+)
 
 #: one row per applied migration step; ``max(version)`` is the schema version
 schema_version = Table(

@@ -9,11 +9,13 @@ States of one ``messages`` row and the calls that move it::
     sending ──finish──▶ sent | failed | expired    (lease cleared)
     sending ──finish(status="queued")──▶ queued    (due again at next_attempt_at)
     sending ──release──▶ queued                    (graceful shutdown; no failure counted)
-    sending ──lease_until passed, claim_due──▶ sending under a new owner
+    sending ──its dispatcher died, take_over──▶ sending under a new owner, who records the
+                                                   takeover as an attempt and finishes it
     failed | expired ──retry──▶ queued
     sent | failed | expired | cancelled ──purge (updated_at < cutoff)──▶ deleted
 
-A claim sets ``lease_owner`` and ``lease_until``. Only the lease owner can finish or release the
+A claim sets ``lease_owner`` and ``lease_until``; the owner's heartbeat renews the lease while it
+lives (:mod:`postroom.store.liveness`). Only the lease owner can finish or release the
 row (the update is *fenced* on ``status='sending' AND lease_owner=owner``), so a dispatcher that
 stalled past its lease and was replaced cannot overwrite the newer outcome. Attempt rows are
 facts and are recorded even then, as long as the message still exists.
@@ -30,23 +32,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, inspect, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.types import Text
 
 from postroom.errors import NotFoundError, StoreError
-from postroom.store import batch
+from postroom.store import batch, liveness
 from postroom.store import stats as stats_queries
-from postroom.store.convert import sqlite_time
+from postroom.store.convert import load_replies, sqlite_time
 from postroom.store.engine import WRITE_OPTION, lock_path, make_engine, use_wal
 from postroom.store.locking import WriteLock
 from postroom.store.migrations import LOCK_KEY, current_version, upgrade
 from postroom.store.records import (
+    Abandoned,
     AttemptInfo,
     Claimed,
+    DispatcherBeat,
+    DispatcherInfo,
     Finish,
     MessageInfo,
     NewMessage,
@@ -219,8 +225,8 @@ class Store:
     def claim_due(self, owner: str, limit: int, lease_s: float, now: datetime) -> list[Claimed]:
         """Lease up to ``limit`` due rows to ``owner`` until ``now + lease_s``.
 
-        Due: ``queued`` with ``due_at <= now < expires_at``, or ``sending`` with a lease that ran
-        out before ``now`` (its dispatcher died). Highest priority first, then oldest. One
+        Due: ``queued`` with ``due_at <= now < expires_at`` (rows of a dead dispatcher go through
+        :meth:`take_over` first). Highest priority first, then oldest. One
         statement (PostgreSQL, with ``FOR UPDATE SKIP LOCKED``) or one ``BEGIN IMMEDIATE``
         transaction (SQLite): two dispatchers never get the same row.
         """
@@ -274,15 +280,69 @@ class Store:
         with self._sqlite_write() as sqlite_dbapi:
             return batch.release(sqlite_dbapi, owner, ids, stamp)
 
+    # -- liveness (see :mod:`postroom.store.liveness`) -----------------------------------------
+
+    def heartbeat(self, me: DispatcherBeat, now: datetime, lease_s: float) -> int:
+        """Register or refresh dispatcher ``me`` and renew the lease of every row it holds until
+        ``now + lease_s``; return how many rows it holds."""
+        _aware(now, "now")
+        with self._write() as conn:
+            return liveness.beat(conn, me, now, now + timedelta(seconds=lease_s))
+
+    def forget_dispatchers(self, ids: Sequence[str]) -> int:
+        """Remove dispatchers (stopped, or whose process is gone): their rows are abandoned."""
+        with self._write() as conn:
+            return liveness.remove_dispatchers(conn, ids)
+
+    def dispatchers(self) -> list[DispatcherInfo]:
+        """Every registered dispatcher, the most recent heartbeat first."""
+        with self._connect() as conn:
+            return liveness.all_dispatchers(conn)
+
+    def mark_started(self, owner: str, ids: Sequence[str], now: datetime) -> int:
+        """Record that ``owner`` began delivering the rows ``ids`` (see :class:`Abandoned`)."""
+        _aware(now, "now")
+        if not ids:
+            return 0
+        with self._write() as conn:
+            return liveness.mark_started(conn, owner, ids, now)
+
+    def take_over(
+        self,
+        owner: str,
+        now: datetime,
+        *,
+        dead_after_s: float,
+        lease_s: float,
+        limit: int,
+        own_leftovers: bool = False,
+    ) -> list[Abandoned]:
+        """Lease to ``owner`` up to ``limit`` rows whose dispatcher is dead: its lease ran out,
+        it is no longer registered, or its heartbeat is older than ``dead_after_s``. With
+        ``own_leftovers``, instead the rows ``owner``'s previous run left. The caller records
+        each as an attempt and finishes it (:meth:`finish`)."""
+        _aware(now, "now")
+        if limit <= 0:
+            return []
+        with self._write() as conn:
+            return liveness.take_over(
+                conn,
+                owner,
+                now,
+                dead_after=timedelta(seconds=dead_after_s),
+                lease_until=now + timedelta(seconds=lease_s),
+                limit=limit,
+                own_leftovers=own_leftovers,
+            )
+
     def next_due_at(self) -> datetime | None:
-        """The earliest moment the dispatcher has work: a queued row becomes due or reaches
-        ``expires_at``, or a lease runs out. ``None`` when nothing is queued or sending.
-        The moment may be in the past (work is waiting now).
+        """The earliest moment a queued row becomes due or reaches ``expires_at``; ``None`` when
+        nothing is queued. The moment may be in the past (work is waiting now). (Rows of dead
+        dispatchers are looked for once a second anyway.)
         """
         candidates = (
             select(m.c.due_at).where(status_is("queued")).order_by(m.c.due_at).limit(1),
             select(m.c.expires_at).where(status_is("queued")).order_by(m.c.expires_at).limit(1),
-            select(m.c.lease_until).where(status_is("sending")).order_by(m.c.lease_until).limit(1),
         )
         with self._connect() as conn:
             found = [conn.execute(query).scalar_one_or_none() for query in candidates]
@@ -321,7 +381,10 @@ class Store:
         """The attempts of message ``id``, oldest first (empty when none or no such message)."""
         query = select(attempts).where(attempts.c.message_id == id).order_by(attempts.c.id)
         with self._connect() as conn:
-            return [AttemptInfo(**row._asdict()) for row in conn.execute(query)]
+            return [
+                AttemptInfo(**(row._asdict() | {"replies": load_replies(row.replies)}))
+                for row in conn.execute(query)
+            ]
 
     def stats(self, since: datetime | None, now: datetime) -> Stats:
         """Counts, latency percentiles and top failures; see :class:`Stats` for each figure."""
@@ -329,7 +392,10 @@ class Store:
             _aware(since, "since")
         _aware(now, "now")
         with self._connect() as conn:
-            return stats_queries.collect(conn, self.dialect, since, now)
+            found = stats_queries.collect(conn, self.dialect, since, now)
+            if not inspect(conn).has_table("dispatchers"):  # not migrated yet: read only
+                return found
+            return replace(found, dispatchers=liveness.all_dispatchers(conn))
 
     # -- operator actions -----------------------------------------------------------------------
 

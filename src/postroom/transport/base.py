@@ -22,10 +22,19 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from postroom.errors import MessageError, PayloadError
 
-__all__ = ["DeliveryResult", "Job", "Outcome", "Reply", "Transport", "render_payload"]
+__all__ = [
+    "DeliveryResult",
+    "Job",
+    "Outcome",
+    "RelayState",
+    "Reply",
+    "Transport",
+    "render_payload",
+]
 
 Job = tuple[str, Sequence[str], bytes]
 """One message to deliver: sender, recipients, and the message (or the queued payload)."""
@@ -79,6 +88,20 @@ class Outcome(enum.StrEnum):
     TEMPORARY = "temporary"
     PERMANENT = "permanent"
     MAYBE_DELIVERED = "maybe_delivered"
+    #: the relay could not be used (connect, TLS, greeting, login); nothing of the message was
+    #: sent, and the attempt is not the message's to pay for
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayState:
+    """Whether the relay can be used: ``up``, else ``down_since`` (aware UTC), ``reason`` and
+    ``retry_at`` (the next probe)."""
+
+    up: bool = True
+    down_since: datetime | None = None
+    reason: str | None = None
+    retry_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +132,16 @@ class Transport(ABC):
         """How many deliveries :meth:`deliver_batch` keeps in flight at once."""
         return 1
 
-    def deliver_batch(self, jobs: Iterable[Job]) -> list[DeliveryResult]:
+    @property
+    def relay(self) -> RelayState:
+        """The state of the relay; this default is always up."""
+        return RelayState()
+
+    def deliver_batch(
+        self,
+        jobs: Iterable[Job],
+        on_result: Callable[[int, DeliveryResult], None] | None = None,
+    ) -> list[DeliveryResult]:
         """Deliver rendered messages; results in the order of ``jobs``.
 
         ``jobs`` is read lazily: a caller stops a batch by ending the iterable, and gets the
@@ -118,12 +150,15 @@ class Transport(ABC):
         the others still go. This default sends one after the other; a transport with several
         connections overlaps them.
         """
-        results = []
+        results: list[DeliveryResult] = []
         for mail_from, recipients, message in jobs:
             try:
-                results.append(self.deliver(mail_from, recipients, message))
+                result = self.deliver(mail_from, recipients, message)
             except (MessageError, ValueError, TypeError) as exc:
-                results.append(unsendable(exc))
+                result = unsendable(exc)
+            if on_result is not None:
+                on_result(len(results), result)
+            results.append(result)
         return results
 
     def deliver_payload(

@@ -50,7 +50,7 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, TypeVar, cast, get_args
 
@@ -275,7 +275,11 @@ class SmtpTransport(Transport):
         [result] = self.deliver_batch([(mail_from, recipients, message)])
         return result
 
-    def deliver_batch(self, jobs: Iterable[Job]) -> list[DeliveryResult]:
+    def deliver_batch(
+        self,
+        jobs: Iterable[Job],
+        on_result: Callable[[int, DeliveryResult], None] | None = None,
+    ) -> list[DeliveryResult]:
         """Deliver rendered messages side by side from this thread, one per pooled connection.
 
         Each conversation runs until it waits for a reply, then the next one takes its turn, so
@@ -295,6 +299,8 @@ class SmtpTransport(Transport):
                     conversation = self._start(job, idle)
                     if isinstance(conversation, DeliveryResult):
                         results[-1] = conversation
+                        if on_result is not None:
+                            on_result(len(results) - 1, conversation)
                     else:
                         running[len(results) - 1] = conversation
                 if not running:
@@ -305,7 +311,9 @@ class SmtpTransport(Transport):
                         self._advance(conversation, source, results)
                     except StopIteration as finished:
                         took = time.monotonic() - conversation.started
-                        results[index] = replace(_merge(finished.value), duration_s=took)
+                        results[index] = done = replace(_merge(finished.value), duration_s=took)
+                        if on_result is not None:
+                            on_result(index, done)
                         del running[index]
                         if conversation.follower is None:
                             idle.append(conversation.lease)

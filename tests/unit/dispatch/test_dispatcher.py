@@ -294,8 +294,7 @@ def test_results_a_database_error_kept_are_written_by_the_next_step(
         return real_finish(owner, results)  # type: ignore[arg-type]
 
     monkeypatch.setattr(rig.store, "finish", flaky_finish)
-    with pytest.raises(StoreError):
-        rig.step()
+    rig.step()  # the write fails; the result stays owed
     assert rig.store.get(msg_id).status == "sending"
     rig.step()
     assert rig.store.get(msg_id).status == "sent"
