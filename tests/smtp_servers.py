@@ -184,9 +184,17 @@ class SmtpServer:
         """Answer the DATA command itself (instead of 354)."""
         self._add("DATA", _Rule(reply, delay_s, times))
 
-    def on_dot(self, reply: str, *, delay_s: float = 0.0, times: int | None = None) -> None:
-        """Answer the final dot: the message counts as received either way."""
-        self._add("DOT", _Rule(reply, delay_s, times))
+    def on_dot(
+        self,
+        reply: str,
+        *,
+        delay_s: float = 0.0,
+        times: int | None = None,
+        address: str | None = None,
+    ) -> None:
+        """Answer the final dot (of messages to ``address`` first, if given): the message
+        counts as received either way."""
+        self._add("DOT", _Rule(reply, delay_s, times, address))
 
     def _add(self, step: str, rule: _Rule) -> None:
         with self._lock:
@@ -282,7 +290,7 @@ class SmtpServer:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        rule = self._take("DOT")
+        rule = self._take("DOT", envelope.rcpt_tos[0] if envelope.rcpt_tos else None)
         reply = rule.reply if rule is not None else "250 2.0.0 OK"
         auth = session.auth_data
         received = Received(

@@ -211,6 +211,7 @@ class Dispatcher:
                 message = self._render(row)
                 if message is None or not self.ledger.begin(row.id):
                     continue
+                self.keeper.nudge()  # the database learns soon that it may reach the relay
                 started.append(row)
                 yield row.mail_from, row.recipients, message
 

@@ -193,6 +193,4 @@ class Keeper:
             self._stopping.wait(self.flush_s)  # results that arrive meanwhile go together
 
     def _wait_s(self) -> float:
-        if self.ledger.owing:
-            return 0.0
-        return self.liveness.heartbeat_s / 2
+        return 0.0 if self.ledger.owing else self.liveness.heartbeat_s / 2

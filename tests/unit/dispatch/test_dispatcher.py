@@ -22,7 +22,7 @@ from postroom.message import Email
 from postroom.payload import encode, new_message_id
 from postroom.queue.memory import MemoryQueue
 from postroom.store import Store, open_store
-from postroom.transport.base import DeliveryResult, Outcome, Reply, render_payload
+from postroom.transport.base import DeliveryResult, Outcome, RelayState, Reply, render_payload
 from postroom.transport.memory import MemoryTransport
 
 START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -321,3 +321,169 @@ def test_delivery_uses_the_email_ingest_parsed(tmp_path: Path) -> None:
     assert transport.deliveries[0].message == render_payload(payload)
     assert store.get("kept-1").status == "sent"
     store.close()
+
+
+# -- leases, heartbeats and takeovers ----------------------------------------------------------
+
+
+def other_dispatcher(rig: Rig, owner: str, host: str = "host-b") -> Dispatcher:
+    return Dispatcher(
+        rig.store,
+        MemoryTransport(),
+        owner=owner,
+        policy=POLICY,
+        clock=rig.clock,
+        host=host,
+        lease_s=60,
+        heartbeat_s=2,
+    )
+
+
+def strand(rig: Rig, owner: str, msg_id: str, *, started: bool) -> None:
+    """``owner`` claims the message, beats once, maybe starts it, and then dies silently."""
+    dead = other_dispatcher(rig, owner, host="host-dead")
+    dead.keeper.tick()
+    [row] = rig.store.claim_due(owner, 1, 60, rig.clock())
+    assert row.id == msg_id
+    if started:
+        rig.store.mark_started(owner, [msg_id], rig.clock())
+
+
+def test_rows_of_a_silent_dispatcher_are_taken_over_as_an_abandoned_attempt(rig: Rig) -> None:
+    msg_id = rig.enqueue(email())
+    strand(rig, "dead", msg_id, started=False)
+    rig.step(5)  # 5 s of silence: not dead yet
+    assert rig.store.get(msg_id).lease_owner == "dead"
+    assert rig.transport.deliveries == []
+    rig.step(6)  # 11 s: dead; taken over, recorded, and sent in the next step
+    attempts = rig.store.attempts(msg_id)
+    assert (attempts[0].outcome, attempts[0].dispatcher) == ("abandoned", "dead")
+    rig.step(1)
+    info = rig.store.get(msg_id)
+    assert (info.status, info.num_fails) == ("sent", 1)
+    assert len(rig.transport.deliveries) == 1
+
+
+def test_a_takeover_of_a_started_delivery_is_maybe_delivered(rig: Rig) -> None:
+    msg_id = rig.enqueue(email())
+    strand(rig, "dead", msg_id, started=True)
+    rig.step(11)
+    [attempt] = rig.store.attempts(msg_id)[:1]
+    assert attempt.outcome == "maybe_delivered"
+    assert attempt.started_at == START
+
+
+def test_a_message_that_kills_every_dispatcher_ends_failed(rig: Rig) -> None:
+    msg_id = rig.enqueue(email())
+    for n in range(POLICY.max_fails):
+        strand(rig, f"dead-{n}", msg_id, started=True)
+        rig.clock.advance(11)
+        rig.dispatcher._maintain(rig.clock())  # take over, without sending it again
+        rig.dispatcher.keeper.tick()
+    info = rig.store.get(msg_id)
+    assert (info.status, info.num_fails) == ("failed", 3)
+    assert info.failure is not None and info.failure.startswith("gave up after 3 attempts")
+    assert "dispatcher dead-2 stopped while holding it" in info.failure
+    assert rig.transport.deliveries == []
+
+
+def test_a_row_taken_over_after_its_max_time_expires_instead_of_being_sent(rig: Rig) -> None:
+    msg_id = rig.enqueue(email())  # max-time: 1 h
+    strand(rig, "dead", msg_id, started=False)
+    rig.step(3601)
+    info = rig.store.get(msg_id)
+    assert info.status == "expired"
+    assert info.failure is not None and "not sent within max-time" in info.failure
+    assert rig.transport.deliveries == []
+
+
+def test_a_gone_process_on_this_host_is_taken_over_at_once(rig: Rig) -> None:
+    msg_id = rig.enqueue(email())
+    gone = other_dispatcher(rig, "same-host-gone", host=rig.dispatcher.host)
+    gone.keeper.tick()
+    rig.store.claim_due("same-host-gone", 1, 60, rig.clock())
+    rig.dispatcher._process_exists = lambda pid: False
+    rig.step(0.5)  # no waiting for its heartbeat to age
+    rig.step(0)
+    assert rig.store.get(msg_id).status == "sent"
+    assert [d.id for d in rig.store.dispatchers()] == ["test"]
+
+
+def test_own_leftovers_of_a_previous_run_are_taken_over_before_the_first_claim(
+    rig: Rig,
+) -> None:
+    msg_id = rig.enqueue(email())
+    rig.store.claim_due("test", 1, 60, rig.clock())  # the same configured id, a run ago
+    rig.dispatcher.take_over_leftovers()
+    rig.step()
+    assert [a.outcome for a in rig.store.attempts(msg_id)] == ["abandoned", "sent"]
+
+
+def test_no_delivery_starts_when_the_leases_cannot_be_vouched_for(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    msg_id = rig.enqueue(email())
+    rig.step()  # a first heartbeat
+    second = rig.enqueue(email(subject="second"))
+    assert rig.store.get(msg_id).status == "sent"
+
+    def unreachable(*args: object, **kwargs: object) -> int:
+        raise StoreError("database unreachable")
+
+    monkeypatch.setattr(rig.store, "heartbeat", unreachable)
+    rig.step(7)  # the last heartbeat is 7 s old: 3 s before others may think us dead
+    assert rig.store.get(second).status == "queued"
+    assert len(rig.transport.deliveries) == 1
+    monkeypatch.undo()
+    rig.step(0)
+    assert rig.store.get(second).status == "sent"
+
+
+def test_results_are_written_as_they_come_not_at_the_end_of_the_batch(rig: Rig) -> None:
+    ids = [rig.enqueue(email(subject=f"m{i}")) for i in range(3)]
+    seen: list[list[str]] = []
+
+    def look(mail_from: str, recipients: object, message: bytes) -> DeliveryResult:
+        rig.dispatcher.keeper.tick()  # what the keeper's thread does meanwhile
+        seen.append([rig.store.get(i).status for i in ids])
+        return DeliveryResult(Outcome.SENT, Reply(250, "OK"), accepted=tuple(recipients))  # type: ignore[arg-type]
+
+    rig.dispatcher.transport = MemoryTransport(responder=look)
+    rig.step()
+    assert seen[2][:2] == ["sent", "sent"]  # before the third delivery, mid-batch
+    assert rig.store.get(ids[2]).attempt_started_at is None
+
+
+def test_a_relay_failure_waits_without_charging_an_attempt(rig: Rig) -> None:
+    down = RelayState(
+        up=False,
+        down_since=START,
+        reason="535 5.7.8 authentication failed",
+        retry_at=START + timedelta(seconds=30),
+    )
+
+    class DownRelay(MemoryTransport):
+        state = RelayState()
+
+        @property
+        def relay(self) -> RelayState:
+            return self.state
+
+    transport = DownRelay(
+        responder=lambda *a: DeliveryResult(Outcome.DEFERRED, Reply(535, "auth failed"))
+    )
+    rig.dispatcher.transport = transport
+    msg_id = rig.enqueue(email())
+    transport.state = down
+    rig.step()  # relay down, probe not due: nothing claimed
+    assert transport.deliveries == []
+    transport.state = RelayState()  # the relay looks up; the attempt says otherwise
+    rig.step()
+    info = rig.store.get(msg_id)
+    assert (info.status, info.num_fails) == ("queued", 0)
+    assert info.failure == "relay unavailable: 535 auth failed"
+    assert rig.store.attempts(msg_id) == []
+    transport.state = down
+    rig.step(3600)  # past max-time while the relay stays down
+    info = rig.store.get(msg_id)
+    assert info.status == "expired"
