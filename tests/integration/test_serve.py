@@ -97,6 +97,7 @@ def smtp() -> Iterator[SmtpServer]:
 class RunningServer:
     def __init__(self, config: Config) -> None:
         self.server = Server(config)
+        self.server.open()  # the database exists once this returns
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
 
@@ -310,7 +311,8 @@ def dispatcher_pids(url: str) -> set[int]:
 @pytest.mark.slow
 def test_several_processes_and_a_killed_child_is_replaced(tmp_path: Path, smtp: SmtpServer) -> None:
     smtp.on_dot("250 OK", delay_s=0.005)
-    data = config_dict(tmp_path, smtp.port, processes=2, lease="2s", batch=10)
+    data = config_dict(tmp_path, smtp.port, processes=2, batch=10)  # default lease: rows of
+    # the killed child are taken over because its process is gone, not because a lease ran out
     config_path = write_config(tmp_path, data)
     config = load_config(config_path)
     emails = [make_email(i) for i in range(400)]
