@@ -273,7 +273,19 @@ def test_status_cancel_retry_purge_stats(tmp_path: Path, store: Store) -> None:
     assert store.get("F1").status == "queued"
 
 
+def test_read_only_commands_never_create_or_migrate_the_schema(tmp_path: Path) -> None:
+    for command in (["status", "01NOSUCHMESSAGE"], ["stats"]):
+        result = postroom(tmp_path, *command)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert "has no postroom tables" in result.stderr
+        assert "start `postroom serve` once" in result.stderr
+    with open_store(f"sqlite:///{tmp_path / '.postroom' / 'postroom.db'}") as untouched:
+        assert untouched.schema_version() == 0
+
+
 def test_status_of_an_unknown_id(tmp_path: Path) -> None:
+    with open_store(f"sqlite:///{tmp_path / '.postroom' / 'postroom.db'}") as store:
+        store.migrate()
     result = postroom(tmp_path, "status", "01NOSUCHMESSAGE")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "postroom: no message with id 01NOSUCHMESSAGE\n"

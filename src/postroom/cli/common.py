@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from postroom.durations import parse_duration
-from postroom.errors import NotFoundError
+from postroom.errors import NotFoundError, StoreError
 
 if TYPE_CHECKING:
     from postroom.config import Config
@@ -142,13 +142,21 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 @contextmanager
-def opened_store(config: Config) -> Iterator[Store]:
-    """The configured database, migrated (so a fresh install works), closed afterwards."""
-    from postroom.store import open_store
+def opened_store(config: Config, *, read_only: bool = False) -> Iterator[Store]:
+    """The configured database, closed afterwards. Commands that write migrate it first (so a
+    fresh install works); ``read_only`` ones change nothing and need the current schema."""
+    from postroom.store import SCHEMA_VERSION, open_store
 
     store = open_store(config.email.server.database.sqlalchemy_url())
     try:
-        store.migrate()
+        if not read_only:
+            store.migrate()
+        elif (version := store.schema_version()) < SCHEMA_VERSION:
+            found = f"schema version {version}" if version else "no postroom tables"
+            raise StoreError(
+                f"database {store.url} has {found} (this postroom needs {SCHEMA_VERSION}): "
+                "start `postroom serve` once to create or upgrade it"
+            )
         yield store
     finally:
         store.close()

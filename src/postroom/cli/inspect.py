@@ -65,7 +65,7 @@ def register(sub: Subparsers) -> None:
 def run_status(args: argparse.Namespace) -> int:
     """Print one message and its attempts."""
     config = load_config(args)
-    with opened_store(config) as store:
+    with opened_store(config, read_only=True) as store:
         with message_must_exist(args.id):
             info = store.get(args.id)
         attempts = store.attempts(args.id)
@@ -133,7 +133,7 @@ def _attempts_table(attempts: list[AttemptInfo]) -> str:
 def run_stats(args: argparse.Namespace) -> int:
     """Print counts, latency percentiles and top failures."""
     config = load_config(args)
-    with opened_store(config) as store:
+    with opened_store(config, read_only=True) as store:
         stats = store.stats(args.since, now())
     if args.json:
         print_json(_stats_json(stats))
