@@ -151,7 +151,7 @@ class Keeper:
             self.store.release(owner, owed.releases, now)
             owed.releases = []
         if owed.finishes:
-            updated = self.store.finish(owner, owed.finishes)
+            updated = self.store.finish(owner, owed.finishes, now)
             if updated < len(owed.finishes):
                 log.warning(
                     "%d result(s) not recorded: another dispatcher took the message over",

@@ -39,10 +39,8 @@ from postroom.store.convert import (
     dump_list,
     dump_replies,
     load_list,
-    sqlite_time,
     time_from_postgres,
     time_from_sqlite,
-    utc_time,
 )
 from postroom.store.records import FINISH_STATUSES, Claimed, Finish, NewMessage
 
@@ -52,33 +50,28 @@ if TYPE_CHECKING:
     PgConnection = psycopg.Connection[Any]
 
 __all__ = [
-    "PRIORITY_LIMITS",
+    "TimeValue",
+    "ToDb",
     "claim_keys_sql",
     "claim_postgres",
     "claim_sql",
     "db_time",
-    "finish",
-    "insert",
+    "finish_postgres",
+    "finish_sqlite",
+    "insert_postgres",
+    "insert_sqlite",
     "lease_sqlite",
     "new_row",
     "outcome_rows",
     "read_claimed_sqlite",
-    "release",
-    "time_converter",
+    "release_postgres",
+    "release_sqlite",
 ]
 
 _INSERT_STATUSES = ("queued", "failed")
-#: the largest ``messages.priority`` each engine stores (an INTEGER column: 32 bits on
-#: PostgreSQL, 64 on SQLite); the smallest is ``-limit - 1``
-PRIORITY_LIMITS = {"sqlite": 2**63 - 1, "postgresql": 2**31 - 1}
 #: a stored time parameter: SQLite text or an aware UTC datetime
 TimeValue = str | datetime
 ToDb = Callable[[datetime], TimeValue]
-
-
-def time_converter(dialect: str) -> ToDb:
-    """The function that turns an aware datetime into the parameter ``dialect`` stores."""
-    return sqlite_time if dialect == "sqlite" else utc_time
 
 
 def db_time(value: datetime, what: str, to_db: ToDb) -> TimeValue:
@@ -184,20 +177,19 @@ def new_row(
     )
 
 
-def insert(dbapi: sqlite3.Connection | PgConnection, rows: list[tuple[object, ...]]) -> int:
+def insert_postgres(dbapi: PgConnection, rows: list[tuple[object, ...]]) -> int:
     """Insert ``rows`` (from :func:`new_row`), skipping ids already stored; return how many
-    were inserted. SQLite: inside the caller's transaction; PostgreSQL: committed here.
-    """
-    if isinstance(dbapi, sqlite3.Connection):
-        return _insert_sqlite(dbapi, rows)
+    were inserted. Committed here."""
     with dbapi.pipeline():
         cursor = dbapi.execute(_INSERT_POSTGRES, _columns(rows, len(_NEW_COLUMNS)))
         dbapi.commit()
     return cursor.rowcount
 
 
-def _insert_sqlite(dbapi: sqlite3.Connection, rows: list[tuple[object, ...]]) -> int:
-    """Payloads that are UTF-8 text (every payload the client writes) travel as JSON strings;
+def insert_sqlite(dbapi: sqlite3.Connection, rows: list[tuple[object, ...]]) -> int:
+    """:func:`insert_postgres` for SQLite, inside the caller's transaction.
+
+    Payloads that are UTF-8 text (every payload the client writes) travel as JSON strings;
     the rare other one (a poison payload being stored as failed) goes in a statement of its own.
     """
     as_text: list[tuple[object, ...]] = []
@@ -223,10 +215,14 @@ def _columns(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
 
 # -- claims ---------------------------------------------------------------------------------------
 
-_CLAIMED = (
-    "id, data, mail_from, recipients, pending_recipients, num_fails, created_at, send_after, "
-    "expires_at, message_id, priority"
+#: the columns a claim returns, in this order
+_CLAIMED_COLUMNS = (
+    *("id", "data", "mail_from", "recipients", "pending_recipients", "num_fails"),
+    *("created_at", "send_after", "expires_at", "message_id", "priority"),
 )
+_CLAIMED = ", ".join(_CLAIMED_COLUMNS)
+#: where each column of :data:`_CLAIMED_COLUMNS` is in a claimed row
+_AT = {name: i for i, name in enumerate(_CLAIMED_COLUMNS)}
 #: PostgreSQL planner settings for one claim or finish transaction; see the module docstring
 _PLAN_SETTINGS = "SELECT " + ", ".join(
     f"set_config('{name}', 'off', true)"
@@ -333,22 +329,26 @@ def claim_postgres(
 def claimed_rows(
     rows: Sequence[Sequence[Any]], from_db: Callable[[Any], datetime]
 ) -> list[Claimed]:
-    """The rows a claim returned, highest priority first, then oldest."""
-    ordered = sorted(rows, key=lambda r: (-r[10], r[6]))
-    return [
-        Claimed(
-            id=r[0],
-            data=bytes(r[1]),
-            mail_from=r[2],
-            recipients=load_list(r[4] if r[4] is not None else r[3]),
-            num_fails=int(r[5]),
-            created_at=from_db(r[6]),
-            send_after=from_db(r[7]),
-            expires_at=from_db(r[8]),
-            message_id=r[9],
-        )
-        for r in ordered
-    ]
+    """The rows a claim returned (columns :data:`_CLAIMED_COLUMNS`), highest priority first,
+    then oldest."""
+    priority, created_at = _AT["priority"], _AT["created_at"]
+    ordered = sorted(rows, key=lambda r: (-r[priority], r[created_at]))
+    return [_claimed(r, from_db) for r in ordered]
+
+
+def _claimed(r: Sequence[Any], from_db: Callable[[Any], datetime]) -> Claimed:
+    pending = r[_AT["pending_recipients"]]
+    return Claimed(
+        id=r[_AT["id"]],
+        data=bytes(r[_AT["data"]]),
+        mail_from=r[_AT["mail_from"]],
+        recipients=load_list(pending if pending is not None else r[_AT["recipients"]]),
+        num_fails=int(r[_AT["num_fails"]]),
+        created_at=from_db(r[_AT["created_at"]]),
+        send_after=from_db(r[_AT["send_after"]]),
+        expires_at=from_db(r[_AT["expires_at"]]),
+        message_id=r[_AT["message_id"]],
+    )
 
 
 # -- outcomes -------------------------------------------------------------------------------------
@@ -459,19 +459,16 @@ def outcome_rows(
     return updates, tried
 
 
-def finish(
-    dbapi: sqlite3.Connection | PgConnection,
+def finish_postgres(
+    dbapi: PgConnection,
     owner: str,
     updates: list[tuple[object, ...]],
     tried: list[tuple[object, ...]],
     now: TimeValue,
 ) -> int:
     """Write ``updates`` fenced on ``owner`` and insert ``tried`` for messages that still
-    exist; return how many messages were updated. SQLite: inside the caller's transaction;
-    PostgreSQL: one statement, committed here.
+    exist; return how many messages were updated. One statement, committed here.
     """
-    if isinstance(dbapi, sqlite3.Connection):
-        return _finish_sqlite(dbapi, owner, updates, tried, now)
     outcomes = _columns(updates, len(_OUTCOME_COLUMNS))
     attempts = _columns(tried, len(_ATTEMPT_COLUMNS))
     params: dict[str, object] = dict(zip(_OUTCOME_COLUMNS, outcomes, strict=True))
@@ -485,14 +482,15 @@ def finish(
     return int(found[0]) if found else 0
 
 
-def _finish_sqlite(
+def finish_sqlite(
     dbapi: sqlite3.Connection,
     owner: str,
     updates: list[tuple[object, ...]],
     tried: list[tuple[object, ...]],
     now: TimeValue,
 ) -> int:
-    """Update the leased rows, then record the attempts of messages that still exist (a
+    """:func:`finish_postgres` for SQLite, inside the caller's transaction: update the leased
+    rows, then record the attempts of messages that still exist (a
     message purged meanwhile loses its attempt, as its other attempts went with it)."""
     updated = dbapi.execute(_FINISH_SQLITE, (_json_rows(updates), now, owner)).rowcount
     if tried:
@@ -513,15 +511,18 @@ _RELEASE_POSTGRES = (
 )
 
 
-def release(
-    dbapi: sqlite3.Connection | PgConnection, owner: str, ids: Sequence[str], now: TimeValue
+def release_sqlite(
+    dbapi: sqlite3.Connection, owner: str, ids: Sequence[str], now: TimeValue
 ) -> int:
     """``sending`` -> ``queued`` for the ``ids`` ``owner`` still holds; return how many.
-    SQLite: inside the caller's transaction; PostgreSQL: committed here.
-    """
+    Inside the caller's transaction."""
     unique = list(dict.fromkeys(ids))
-    if isinstance(dbapi, sqlite3.Connection):
-        return dbapi.execute(_RELEASE_SQLITE, (now, dump_list(unique), owner)).rowcount
+    return int(dbapi.execute(_RELEASE_SQLITE, (now, dump_list(unique), owner)).rowcount)
+
+
+def release_postgres(dbapi: PgConnection, owner: str, ids: Sequence[str], now: TimeValue) -> int:
+    """:func:`release_sqlite` for PostgreSQL, committed here."""
+    unique = list(dict.fromkeys(ids))
     params = {"now": now, "ids": unique, "fence": ["sending"] * len(unique), "owner": owner}
     with dbapi.pipeline():
         cursor = dbapi.execute(_RELEASE_POSTGRES, params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Float, and_, cast, func, or_, select, true
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, true
 
 from postroom.store.records import STATUSES, Stats
 from postroom.store.schema import attempts, messages, status_finished, status_is
@@ -18,10 +18,12 @@ PERCENTILES: tuple[float, float, float] = (0.50, 0.95, 0.99)
 TOP_FAILURES = 10
 
 
-def collect(conn: Connection, dialect: str, since: datetime | None, now: datetime) -> Stats:
+def collect(
+    conn: Connection, latency: ColumnElement[float], since: datetime | None, now: datetime
+) -> Stats:
     """Gather every figure of :class:`~postroom.store.records.Stats`; see its docstring."""
     created = m.c.created_at >= since if since is not None else true()
-    p50, p95, p99 = _latencies(conn, dialect, since)
+    p50, p95, p99 = _latencies(conn, latency, since)
     due, scheduled = _queued_split(conn, now)
     return Stats(
         since=since,
@@ -51,17 +53,8 @@ def _counts(conn: Connection, since: datetime | None) -> dict[str, int]:
     return counts
 
 
-def latency_s(dialect: str) -> ColumnElement[float]:
-    """Seconds from ``created_at`` to ``sent_at`` as a SQL expression for ``dialect``."""
-    if dialect == "sqlite":
-        days = func.julianday(m.c.sent_at) - func.julianday(m.c.created_at)
-        return cast(days * 86400.0, Float)
-    seconds = func.extract("epoch", m.c.sent_at) - func.extract("epoch", m.c.created_at)
-    return cast(seconds, Float)
-
-
 def _latencies(
-    conn: Connection, dialect: str, since: datetime | None
+    conn: Connection, latency: ColumnElement[float], since: datetime | None
 ) -> tuple[float | None, float | None, float | None]:
     sent = and_(status_is("sent"), m.c.sent_at.is_not(None))
     if since is not None:
@@ -70,7 +63,6 @@ def _latencies(
     if total == 0:
         return None, None, None
     ranks = [max(1, math.ceil(p * total)) for p in PERCENTILES]
-    latency = latency_s(dialect)
     ranked = (
         select(latency.label("latency_s"), func.row_number().over(order_by=latency).label("rank"))
         .where(sent)

@@ -22,19 +22,21 @@ facts and are recorded even then, as long as the message still exists.
 
 No method holds a transaction open after it returns; every method is safe to call from several
 threads and several processes at once. On SQLite, write transactions queue on the sidecar lock
-file ``<database>.lock`` (see :mod:`postroom.store.locking`). Ingest, claim, finish and release
-run as plain SQL on the driver (see :mod:`postroom.store.batch`); everything else goes through
-SQLAlchemy Core. Database failures raise :class:`~postroom.errors.StoreError` naming the database
+file ``<database>.lock`` (see :mod:`postroom.store.locking`). What differs between the engines
+lives in one dialect object (:mod:`postroom.store.dialects`): ingest, claim, finish and release
+run there as plain SQL on the driver (see :mod:`postroom.store.batch`); everything else goes
+through SQLAlchemy Core. Methods take the time they act at (``now``) from the caller, so tests
+drive them with a fake clock. Database failures raise :class:`~postroom.errors.StoreError` naming the database
 (password hidden).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, inspect, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
@@ -43,10 +45,10 @@ from sqlalchemy.types import Text
 from postroom.errors import NotFoundError, StoreError
 from postroom.store import batch, liveness
 from postroom.store import stats as stats_queries
-from postroom.store.convert import load_replies, sqlite_time
-from postroom.store.engine import WRITE_OPTION, lock_path, make_engine, use_wal
-from postroom.store.locking import WriteLock
-from postroom.store.migrations import LOCK_KEY, current_version, upgrade
+from postroom.store.convert import load_replies
+from postroom.store.dialects import dialect_for
+from postroom.store.engine import lock_path, make_engine
+from postroom.store.migrations import current_version, upgrade
 from postroom.store.records import (
     Abandoned,
     AttemptInfo,
@@ -61,9 +63,7 @@ from postroom.store.records import (
 from postroom.store.schema import UTCDateTime, attempts, messages, status_finished, status_is
 
 if TYPE_CHECKING:
-    import sqlite3
-
-    import psycopg
+    pass
 
 __all__ = ["Store", "open_store"]
 
@@ -90,9 +90,8 @@ class Store:
         #: the database URL with the password hidden, for messages and logs
         self.url: str = engine.url.render_as_string(hide_password=True)
         self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
-        self._to_db = batch.time_converter(self.dialect)
-        #: SQLite: one writer at a time across threads and processes (see ``locking``)
-        self._writer = WriteLock(lock_path(engine)) if self.dialect == "sqlite" else None
+        #: everything that differs between the engines (see :mod:`postroom.store.dialects`)
+        self._dialect = dialect_for(self.dialect, self._connect, lock_path(engine))
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -127,56 +126,11 @@ class Store:
             with conn:
                 yield conn
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self) -> AbstractContextManager[Connection]:
         """One write transaction: ``BEGIN IMMEDIATE`` on SQLite, under the store's write lock;
         commits unless the block raises.
         """
-        with self._connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})
-            with self._writer.held() if self._writer else nullcontext(), conn.begin():
-                yield conn
-
-    @contextmanager
-    def _sqlite_write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction on a driver connection, for the statements of :mod:`batch`."""
-        with self._connect() as conn:
-            dbapi = cast("sqlite3.Connection", conn.connection.driver_connection)
-            with self._sqlite_transaction(dbapi):
-                yield dbapi
-
-    @contextmanager
-    def _sqlite_transaction(self, dbapi: sqlite3.Connection) -> Iterator[None]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the write lock, straight on the driver.
-
-        Nothing of SQLAlchemy runs while the lock is held: in a busy dispatcher each step of
-        Python code there may wait for the GIL behind the SMTP threads, and every other writer
-        waits for the lock meanwhile (see :mod:`postroom.store.batch`).
-        """
-        assert self._writer is not None
-        with self._writer.held():
-            dbapi.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                dbapi.commit()
-            except BaseException:
-                if dbapi.in_transaction:
-                    dbapi.rollback()
-                raise
-
-    @contextmanager
-    def _postgres(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled driver connection for one batch statement that commits itself; rolled back
-        (or discarded, when the server dropped it) if the block raises.
-        """
-        with self._connect() as conn:
-            dbapi = cast("psycopg.Connection[Any]", conn.connection.driver_connection)
-            try:
-                yield dbapi
-            except BaseException:
-                if not _rolled_back(dbapi):
-                    conn.invalidate()  # broken: never hand it out again
-                raise
+        return self._dialect.write()
 
     # -- schema ---------------------------------------------------------------------------------
 
@@ -187,12 +141,10 @@ class Store:
         ``BEGIN IMMEDIATE`` on SQLite (after switching the file to WAL mode under the store's
         write lock). See :mod:`postroom.store.migrations`.
         """
-        if self._writer is not None:
-            with self._connect() as conn, self._writer.held():
-                use_wal(cast("sqlite3.Connection", conn.connection.driver_connection))
+        with self._errors():
+            self._dialect.prepare()
         with self._write() as conn:
-            if self.dialect == "postgresql":
-                conn.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
+            self._dialect.lock_migrations(conn)
             upgrade(conn)
 
     def schema_version(self) -> int:
@@ -202,7 +154,7 @@ class Store:
 
     # -- ingest ---------------------------------------------------------------------------------
 
-    def insert_messages(self, rows: Sequence[NewMessage]) -> int:
+    def insert_messages(self, rows: Sequence[NewMessage], now: datetime | None = None) -> int:
         """Insert rows in one transaction, skipping ids already stored; return rows inserted.
 
         Idempotent on ``id`` (``INSERT OR IGNORE`` / ``ON CONFLICT DO NOTHING``), so a batch the
@@ -210,15 +162,11 @@ class Store:
         """
         if not rows:
             return 0
-        to_db = self._to_db
-        now = to_db(datetime.now(UTC))
-        limit = batch.PRIORITY_LIMITS[self.dialect]
-        params = [batch.new_row(row, now, to_db, limit) for row in rows]
-        if self.dialect == "postgresql":
-            with self._postgres() as dbapi:
-                return batch.insert(dbapi, params)
-        with self._sqlite_write() as sqlite_dbapi:
-            return batch.insert(sqlite_dbapi, params)
+        to_db, limit = self._dialect.to_db, self._dialect.priority_limit
+        stamp = to_db(datetime.now(UTC) if now is None else now)
+        params = [batch.new_row(row, stamp, to_db, limit) for row in rows]
+        with self._errors():
+            return self._dialect.insert(params)
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -236,18 +184,10 @@ class Store:
         if limit <= 0:
             return []
         lease_until = now + timedelta(seconds=lease_s)
-        if self.dialect == "postgresql":
-            with self._postgres() as dbapi:
-                return batch.claim_postgres(dbapi, owner, limit, now.astimezone(UTC), lease_until)
-        with self._connect() as conn:
-            sqlite_dbapi = cast("sqlite3.Connection", conn.connection.driver_connection)
-            with self._sqlite_transaction(sqlite_dbapi):
-                keys = batch.lease_sqlite(
-                    sqlite_dbapi, owner, limit, sqlite_time(now), sqlite_time(lease_until)
-                )
-            return batch.read_claimed_sqlite(sqlite_dbapi, owner, keys)
+        with self._errors():
+            return self._dialect.claim(owner, limit, now, lease_until)
 
-    def finish(self, owner: str, results: Sequence[Finish]) -> int:
+    def finish(self, owner: str, results: Sequence[Finish], now: datetime | None = None) -> int:
         """Record outcomes in one transaction; return how many message rows were updated.
 
         Each result updates its row only while ``owner`` still holds the lease (fenced) and
@@ -256,14 +196,11 @@ class Store:
         """
         if not results:
             return 0
-        now = datetime.now(UTC)
-        updates, tried = batch.outcome_rows(results, now, self._to_db)
-        stamp = self._to_db(now)
-        if self.dialect == "postgresql":
-            with self._postgres() as dbapi:
-                return batch.finish(dbapi, owner, updates, tried, stamp)
-        with self._sqlite_write() as sqlite_dbapi:
-            return batch.finish(sqlite_dbapi, owner, updates, tried, stamp)
+        now = datetime.now(UTC) if now is None else now
+        _aware(now, "now")
+        updates, tried = batch.outcome_rows(results, now, self._dialect.to_db)
+        with self._errors():
+            return self._dialect.finish(owner, updates, tried, now)
 
     def release(self, owner: str, ids: Sequence[str], now: datetime) -> int:
         """Give leased rows back (``sending`` -> ``queued``) without counting a failure.
@@ -273,12 +210,8 @@ class Store:
         _aware(now, "now")
         if not ids:
             return 0
-        stamp = self._to_db(now)
-        if self.dialect == "postgresql":
-            with self._postgres() as dbapi:
-                return batch.release(dbapi, owner, ids, stamp)
-        with self._sqlite_write() as sqlite_dbapi:
-            return batch.release(sqlite_dbapi, owner, ids, stamp)
+        with self._errors():
+            return self._dialect.release(owner, ids, now)
 
     # -- liveness (see :mod:`postroom.store.liveness`) -----------------------------------------
 
@@ -392,7 +325,7 @@ class Store:
             _aware(since, "since")
         _aware(now, "now")
         with self._connect() as conn:
-            found = stats_queries.collect(conn, self.dialect, since, now)
+            found = stats_queries.collect(conn, self._dialect.latency_s(), since, now)
             if not inspect(conn).has_table("dispatchers"):  # not migrated yet: read only
                 return found
             return replace(found, dispatchers=liveness.all_dispatchers(conn))
@@ -481,22 +414,10 @@ class Store:
     def close(self) -> None:
         """Close every pooled connection. The store is unusable afterwards."""
         self._engine.dispose()
-        if self._writer is not None:
-            self._writer.close()
+        self._dialect.close()
 
 
 # -- statements and row mapping -----------------------------------------------------------------
-
-
-def _rolled_back(dbapi: psycopg.Connection[Any]) -> bool:
-    """Roll back a failed batch statement's transaction; ``False`` if the connection is gone."""
-    if dbapi.closed:
-        return False
-    try:
-        dbapi.rollback()
-    except Exception:
-        return False
-    return True
 
 
 def _aware(value: datetime, name: str) -> None:
