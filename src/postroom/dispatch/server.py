@@ -72,25 +72,6 @@ def retry_policy(config: Config) -> RetryPolicy:
     )
 
 
-class _Outage:
-    """Logs a failing loop once per outage, not once per try; backs off up to ``max_s``."""
-
-    def __init__(self, what: str, max_s: float = 5.0) -> None:
-        self.what, self.max_s = what, max_s
-        self.delay_s = 0.0
-
-    def failed(self, exc: Exception) -> float:
-        if self.delay_s == 0.0:
-            log.error("%s failed, retrying until it works: %s", self.what, exc)
-        self.delay_s = min(max(self.delay_s * 2, 0.1), self.max_s)
-        return self.delay_s
-
-    def ok(self) -> None:
-        if self.delay_s:
-            log.info("%s works again", self.what)
-        self.delay_s = 0.0
-
-
 class Server:
     """A running dispatcher process: ingest thread + dispatcher; see the module docstring."""
 
@@ -207,13 +188,13 @@ class Server:
             self.capture.stop()
 
     def _ingest_loop(self) -> None:
-        outage = _Outage("taking from the queue / storing in the database")
-        while not self._stop.is_set():
-            try:
-                self.ingestor.run_once(timeout_s=1.0)
-                outage.ok()
-            except PostroomError as exc:
-                self._stop.wait(outage.failed(exc))
+        """Run ingest until stopped; if it cannot go on, stop the server with its failure."""
+        try:
+            self.ingestor.run(self._stop)
+        except BaseException as exc:  # IngestFailed, or anything else: never live on half-alive
+            log.error("ingest cannot go on, stopping: %s", exc)
+            self._failure = self._failure or exc
+            self.stop()
 
 
 def _install_signals(server: Server) -> None:
