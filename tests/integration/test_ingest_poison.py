@@ -91,8 +91,9 @@ def store(store_url: str) -> Iterator[Store]:
 
 @pytest.fixture
 def queue(tmp_path: Path) -> Iterator[SqliteQueue]:
-    with SqliteQueue(str(tmp_path / "queue.db"), redeliver_after_s=0.2) as q:
-        yield q
+    q = SqliteQueue(str(tmp_path / "queue.db"), redeliver_after_s=0.2)
+    yield q
+    q.close()
 
 
 def ingestor(queue: QueueEngine, store: Store, **kwargs: Any) -> Ingestor:
