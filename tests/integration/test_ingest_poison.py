@@ -343,3 +343,49 @@ def test_a_server_whose_ingest_cannot_go_on_exits_non_zero(tmp_path: Path) -> No
     assert "ingest cannot go on" in proc.stderr
     assert "a bug in the engine" in proc.stderr
     assert "stopped cleanly" not in proc.stderr
+
+
+def test_a_server_sends_the_email_queued_behind_a_year_9999_one(tmp_path: Path) -> None:
+    from postroom.client import Outbox
+    from postroom.config import load_config
+    from postroom.dispatch.server import Server
+    from tests.smtp_servers import SmtpServer
+
+    with SmtpServer() as smtp:
+        config = load_config(
+            {
+                "email": {
+                    "queue": {"default": {"engine": "sqlite", "path": str(tmp_path / "q.db")}},
+                    "server": {
+                        "database": {"engine": "sqlite3", "path": str(tmp_path / "postroom.db")},
+                        "smtp": {"host": "127.0.0.1", "port": smtp.port, "tls": "none"},
+                    },
+                }
+            },
+            env={},
+        )
+        with SqliteQueue(str(tmp_path / "q.db")) as raw_queue:  # as an older client wrote it
+            raw_queue.push([POISON["send_at_year_9999"][0]])
+        server = Server(config)
+        raised: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                server.run()
+            except BaseException as exc:
+                raised.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            good = Email(from_="app@example.com", to="user@example.org", text="after")
+            with Outbox(config) as outbox:
+                good.enqueue(outbox=outbox)
+                assert outbox.flush(30) == 0
+            wait_until(lambda: smtp.count(good.message_id) == 1, 30, "the good email")
+        finally:
+            server.stop()
+            thread.join(60)
+    assert raised == [] and not thread.is_alive()
+    with open_store(config.email.server.database.sqlalchemy_url()) as store:
+        assert store.get("far-future").status == "failed"
