@@ -192,7 +192,7 @@ class Server:
         try:
             self.ingestor.run(self._stop)
         except BaseException as exc:  # IngestFailed, or anything else: never live on half-alive
-            log.error("ingest cannot go on, stopping: %s", exc)
+            log.error("stopping the server, its ingest failed: %s", exc)
             self._failure = self._failure or exc
             self.stop()
 
