@@ -2,9 +2,10 @@
 
 One round::
 
-    take a batch from the queue ──▶ turn each payload into a row ──▶ INSERT (idempotent on id),
-                                                                      COMMIT
-                                         ack the whole batch ◀──┘   (only after the commit)
+    take a batch from the queue ──▶ turn each payload into a row ──▶ INSERT (idempotent on id)
+                                                                      and COMMIT
+                   ack the whole batch ◀──────────────────────────────────┘
+                   (only after the commit)
 
 One item never stops ingest. Whatever goes wrong while turning one payload into a row (it is not
 JSON, it is nested too deep, a time in it cannot be represented, its email cannot be sent) makes
