@@ -14,8 +14,8 @@ under its own consumer name. An entry moves through these states::
 Every entry read is either handed out or acknowledged: an entry without the payload field (not
 written by postroom, or deleted while pending) is acknowledged and deleted as soon as it is read,
 with one warning per engine, so it can never pile up at the head of the pending list. The
-reclaim walks the whole pending list with the ``XAUTOCLAIM`` cursor, one step per take, and
-starts again from ``0-0`` after a full pass.
+reclaim walks the whole pending list with the ``XAUTOCLAIM`` cursor, each reclaim going on where
+the one before stopped, and starts again from ``0-0`` after a full pass.
 
 ``push`` stores a batch with one server-side script (``EVALSHA``, loaded again after ``NOSCRIPT``)
 that XADDs every payload: one round trip, and all or nothing, since Redis runs a script as one
