@@ -690,3 +690,21 @@ def test_redis_new_entries_without_a_payload_are_acknowledged_and_deleted(
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "without a payload field" in warnings[0].getMessage()
     admin.close()
+
+
+@pytest.mark.redis
+def test_redis_reclaim_starts_again_from_the_head_after_a_full_pass(
+    redis_url: str, redis_prefix: str
+) -> None:
+    from postroom.queue.redis import RedisQueue
+
+    with RedisQueue(redis_url, name=redis_prefix, redeliver_after_s=0.1) as queue:
+        queue.push([b"a", b"b", b"c"])
+        assert len(queue.take(10, timeout_s=1.0)) == 3  # taken and never acknowledged
+        deliveries: dict[bytes, int] = {}
+        deadline = time.monotonic() + 10
+        while min(deliveries.values(), default=0) < 3 and time.monotonic() < deadline:
+            for item in queue.take(1, timeout_s=0.3):  # one per step: a pass takes several
+                deliveries[item.payload] = max(deliveries.get(item.payload, 0), item.deliveries)
+        assert set(deliveries) == {b"a", b"b", b"c"}
+        assert min(deliveries.values()) >= 3  # each one reclaimed in two passes at least
