@@ -309,6 +309,24 @@ def test_queue_errors_do_not_count_towards_giving_up(
     assert raised == [] and not thread.is_alive()
 
 
+class BrokenStop(threading.Event):
+    """A stop event whose wait breaks: a failure of the loop itself, outside any item."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        raise RuntimeError("the loop broke")
+
+
+def test_run_raises_ingest_failed_when_its_own_loop_fails(
+    queue: SqliteQueue, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(max_items: int, timeout_s: float) -> list[object]:
+        raise QueueError("queue down")
+
+    monkeypatch.setattr(queue, "take", down)
+    with pytest.raises(IngestFailed, match="its loop failed: RuntimeError: the loop broke"):
+        ingestor(queue, store).run(BrokenStop())
+
+
 def test_a_server_whose_ingest_cannot_go_on_exits_non_zero(tmp_path: Path) -> None:
     config = {
         "email": {
