@@ -97,9 +97,9 @@ class NotFoundError(StoreError, LookupError):
 
 
 class IngestFailed(PostroomError):
-    """Raised by the server's ingest loop when it cannot go on: the same kind of failure that is
-    neither the database's nor the queue's kept every round from completing, or the loop itself
-    broke. ``postroom serve`` then stops and exits non-zero instead of running on half-alive.
+    """Raised by the server's ingest loop when it cannot go on: several rounds in a row failed
+    with errors that are neither the database's nor the queue's, or the loop itself broke.
+    ``postroom serve`` then stops and exits non-zero instead of running on without ingest.
     """
 
 
