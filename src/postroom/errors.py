@@ -18,6 +18,7 @@ with ``raise ... from`` so the original stays visible.
     │   └── BufferFullError    the in-process buffer stayed full longer than the enqueue timeout
     ├── StoreError             the database failed or refused an operation
     │   └── NotFoundError      no message with that id
+    ├── IngestFailed           the server's ingest cannot go on (the server stops, exit code 1)
     └── DeliveryError          an SMTP delivery did not succeed
         ├── TemporaryDeliveryError   try again later (4yz, dropped connection, timeout)
         └── PermanentDeliveryError   do not try again (5yz)
@@ -93,6 +94,13 @@ class StoreError(PostroomError):
 
 class NotFoundError(StoreError, LookupError):
     """Raised when no message has the given id."""
+
+
+class IngestFailed(PostroomError):
+    """Raised by the server's ingest loop when it cannot go on: several rounds in a row failed
+    with errors that are neither the database's nor the queue's, or the loop itself broke.
+    ``postroom serve`` then stops and exits non-zero instead of running on without ingest.
+    """
 
 
 class DeliveryError(PostroomError):

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -24,6 +25,9 @@ from postroom.errors import ConfigError, QueueError
 from postroom.queue.base import QueueEngine, Taken
 from postroom.queue.memory import MemoryQueue
 from postroom.queue.sqlite import SqliteQueue
+
+if TYPE_CHECKING:
+    import redis
 
 MakeQueue = Callable[..., QueueEngine]
 
@@ -621,3 +625,87 @@ def test_redis_works_with_either_protocol(redis_url: str, redis_prefix: str, pro
         queue.ack([i.tag for i in items])
         assert queue.take(10, timeout_s=0.05) == []
         assert queue.size() == 0
+
+
+def _dead_consumer_holds(admin: redis.Redis, stream: str, junk: int, real: list[bytes]) -> None:
+    """A consumer that read ``junk`` entries without a payload field, then ``real`` payloads,
+    and died without acknowledging any of them."""
+    admin.xgroup_create(stream, "postroom", id="0", mkstream=True)
+    pipe = admin.pipeline(transaction=False)
+    for i in range(junk):
+        pipe.xadd(stream, {b"other": str(i).encode()})
+    for payload in real:
+        pipe.xadd(stream, {b"p": payload})
+    pipe.execute()
+    admin.xreadgroup("postroom", "dead-consumer", {stream: ">"}, count=junk + len(real))
+    assert admin.xpending(stream, "postroom")["pending"] == junk + len(real)
+
+
+@pytest.mark.redis
+def test_redis_reclaim_reaches_real_entries_behind_a_head_of_junk(
+    redis_url: str, redis_prefix: str
+) -> None:
+    import redis
+
+    from postroom.queue.redis import GROUP, RedisQueue
+
+    admin = redis.Redis.from_url(redis_url)
+    real = [f"real {i}".encode() for i in range(5)]
+    _dead_consumer_holds(admin, redis_prefix, 200, real)
+    time.sleep(0.25)  # the dead consumer's entries are idle longer than redeliver_after_s
+    reclaimed: list[Taken] = []
+    with RedisQueue(redis_url, name=redis_prefix, redeliver_after_s=0.2) as queue:
+        deadline = time.monotonic() + 10
+        while len(reclaimed) < len(real) and time.monotonic() < deadline:
+            reclaimed += queue.take(10, timeout_s=0.5)
+        assert sorted(t.payload for t in reclaimed) == real
+        assert all(t.deliveries == 2 for t in reclaimed)
+        queue.ack([t.tag for t in reclaimed])
+        assert admin.xpending(redis_prefix, GROUP)["pending"] == 0  # the junk is acknowledged
+        assert queue.size() == 0  # and deleted
+    admin.close()
+
+
+@pytest.mark.redis
+def test_redis_new_entries_without_a_payload_are_acknowledged_and_deleted(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis
+
+    from postroom.queue.redis import GROUP, RedisQueue
+
+    admin = redis.Redis.from_url(redis_url)
+    with RedisQueue(redis_url, name=redis_prefix) as queue:
+        queue.push([b"first"])
+        admin.xadd(redis_prefix, {b"other": b"x"})
+        queue.push([b"second"])
+        admin.xadd(redis_prefix, {b"other": b"y"})
+        with caplog.at_level("DEBUG", logger="postroom.queue"):
+            items = queue.take(10, timeout_s=1.0)
+            items += queue.take(10, timeout_s=0.1)
+        assert [t.payload for t in items] == [b"first", b"second"]
+        assert admin.xpending(redis_prefix, GROUP)["pending"] == 2  # only the two handed out
+        assert queue.size() == 2
+        queue.ack([t.tag for t in items])
+        assert queue.size() == 0
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "without a payload field" in warnings[0].getMessage()
+    admin.close()
+
+
+@pytest.mark.redis
+def test_redis_reclaim_starts_again_from_the_head_after_a_full_pass(
+    redis_url: str, redis_prefix: str
+) -> None:
+    from postroom.queue.redis import RedisQueue
+
+    with RedisQueue(redis_url, name=redis_prefix, redeliver_after_s=0.1) as queue:
+        queue.push([b"a", b"b", b"c"])
+        assert len(queue.take(10, timeout_s=1.0)) == 3  # taken and never acknowledged
+        deliveries: dict[bytes, int] = {}
+        deadline = time.monotonic() + 10
+        while min(deliveries.values(), default=0) < 3 and time.monotonic() < deadline:
+            for item in queue.take(1, timeout_s=0.3):  # one per step: a pass takes several
+                deliveries[item.payload] = max(deliveries.get(item.payload, 0), item.deliveries)
+        assert set(deliveries) == {b"a", b"b", b"c"}
+        assert min(deliveries.values()) >= 3  # each one reclaimed in two passes at least

@@ -76,25 +76,6 @@ def retry_policy(config: Config) -> RetryPolicy:
     )
 
 
-class _Outage:
-    """Logs a failing loop once per outage, not once per try; backs off up to ``max_s``."""
-
-    def __init__(self, what: str, max_s: float = 5.0) -> None:
-        self.what, self.max_s = what, max_s
-        self.delay_s = 0.0
-
-    def failed(self, exc: Exception) -> float:
-        if self.delay_s == 0.0:
-            log.error("%s failed, retrying until it works: %s", self.what, exc)
-        self.delay_s = min(max(self.delay_s * 2, 0.1), self.max_s)
-        return self.delay_s
-
-    def ok(self) -> None:
-        if self.delay_s:
-            log.info("%s works again", self.what)
-        self.delay_s = 0.0
-
-
 @dataclass(frozen=True, slots=True)
 class Stopped:
     """How a server stopped: deliveries left hanging, and the error that stopped it, if any."""
@@ -255,13 +236,13 @@ class Server:
                 log.exception("error while closing")
 
     def _ingest_loop(self) -> None:
-        outage = _Outage("taking from the queue / storing in the database")
-        while not self._stop.is_set():
-            try:
-                self.ingestor.run_once(timeout_s=1.0)
-                outage.ok()
-            except PostroomError as exc:
-                self._stop.wait(outage.failed(exc))
+        """Run ingest until stopped; if it cannot go on, stop the server with its failure."""
+        try:
+            self.ingestor.run(self._stop)
+        except BaseException as exc:  # IngestFailed, or anything else: never live on half-alive
+            log.error("stopping the server, its ingest failed: %s", exc)
+            self._failure = self._failure or exc
+            self.stop()
 
 
 def _install_signals(server: Server) -> None:

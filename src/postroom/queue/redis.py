@@ -11,6 +11,12 @@ under its own consumer name. An entry moves through these states::
                ▼
              XAUTOCLAIM by any consumer    (deliveries + 1, counted by Redis)
 
+Every entry read is either handed out or acknowledged: an entry without the payload field (not
+written by postroom, or deleted while pending) is acknowledged and deleted as soon as it is read,
+with one warning per engine, so it can never pile up at the head of the pending list. The
+reclaim walks the whole pending list with the ``XAUTOCLAIM`` cursor, each reclaim going on where
+the one before stopped, and starts again from ``0-0`` after a full pass.
+
 ``push`` stores a batch with one server-side script (``EVALSHA``, loaded again after ``NOSCRIPT``)
 that XADDs every payload: one round trip, and all or nothing, since Redis runs a script as one
 unit and the only XADD failures (a key of another type, the memory limit) hit the first entry,
@@ -37,6 +43,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -60,6 +67,8 @@ from postroom.queue.base import QueueEngine, Taken
 
 __all__ = ["RedisQueue"]
 
+log = logging.getLogger("postroom.queue")
+
 GROUP = "postroom"
 _FIELD = b"p"
 _NAME_RE = re.compile(r"[A-Za-z0-9_:.{}-]{1,200}")
@@ -68,6 +77,9 @@ _CONNECT_TIMEOUT_S = 5.0
 #: longest single XREADGROUP BLOCK; a longer take() blocks in several rounds
 _MAX_BLOCK_S = 5.0
 _SOCKET_TIMEOUT_S = _MAX_BLOCK_S + 5.0
+#: XAUTOCLAIM calls one reclaim may make while it finds nothing to hand out
+_MAX_RECLAIM_STEPS = 5
+_FIRST_CURSOR = "0-0"
 
 _T = TypeVar("_T")
 
@@ -125,6 +137,8 @@ class RedisQueue(QueueEngine):
         self._group_ready = False
         self._closed = False
         self._reclaim_at = 0.0  # time.monotonic() when the next XAUTOCLAIM is due
+        self._reclaim_cursor = _FIRST_CURSOR  # where the walk through the pending list goes on
+        self._dropped_before = False  # entries without a payload were dropped (and logged)
 
     def __repr__(self) -> str:
         return f"RedisQueue(server={self.server!r}, name={self.name!r})"
@@ -213,38 +227,74 @@ class RedisQueue(QueueEngine):
     def _reclaim(self, max_items: int) -> list[Taken]:
         """XAUTOCLAIM entries idle longer than redeliver_after_s, with their delivery counts.
 
-        Runs every ``redeliver_after_s / 2`` (kept between 50 ms and 1 s) per engine, and again at
-        once while it keeps finding full batches, so a busy consumer does not scan the pending
-        list on every take.
+        Each call goes on through the pending list where the last one stopped (the cursor is
+        kept), up to ``_MAX_RECLAIM_STEPS`` steps while it finds nothing to hand out. A full
+        pass ends when the cursor comes back to ``0-0``; the next pass starts after
+        ``redeliver_after_s / 2`` (kept between 50 ms and 1 s), so a busy consumer does not scan
+        the pending list on every take. Until then every take goes on with the walk.
         """
         client = self._redis()
-        reply = cast(
-            list[object],
-            client.xautoclaim(
-                self.name,
-                GROUP,
-                self._consumer,
-                min_idle_time=max(int(self.redeliver_after_s * 1000), 0),
-                start_id="0-0",
-                count=max_items,
-            ),
-        )
-        entries = _entries(reply[1])
-        if len(entries) < max_items:
-            self._reclaim_at = time.monotonic() + min(max(self.redeliver_after_s / 2, 0.05), 1.0)
+        entries: list[tuple[str, bytes]] = []
+        for _ in range(_MAX_RECLAIM_STEPS):
+            reply = cast(
+                list[object],
+                client.xautoclaim(
+                    self.name,
+                    GROUP,
+                    self._consumer,
+                    min_idle_time=max(int(self.redeliver_after_s * 1000), 0),
+                    start_id=self._reclaim_cursor,
+                    count=max_items,
+                ),
+            )
+            self._reclaim_cursor = _text(reply[0])
+            entries = self._keep_payloads(reply[1])
+            if self._reclaim_cursor == _FIRST_CURSOR:
+                self._reclaim_at = time.monotonic() + min(
+                    max(self.redeliver_after_s / 2, 0.05), 1.0
+                )
+            if entries or self._reclaim_cursor == _FIRST_CURSOR:
+                break
         if not entries:
             return []
+        counts = self._delivery_counts(client, [entry_id for entry_id, _ in entries])
+        return [
+            Taken(tag=entry_id, payload=payload, deliveries=counts.get(entry_id, 2))
+            for entry_id, payload in entries
+        ]
+
+    def _delivery_counts(self, client: redis_lib.Redis, ids: list[str]) -> dict[str, int]:
         pipe = client.pipeline(transaction=False)
-        for entry_id, _ in entries:
+        for entry_id in ids:
             pipe.xpending_range(self.name, GROUP, entry_id, entry_id, 1)
         counts: dict[str, int] = {}
         for rows in cast(list[list[dict[str, object]]], pipe.execute()):
             for row in rows:
                 counts[_text(row["message_id"])] = int(cast(int, row["times_delivered"]))
-        return [
-            Taken(tag=entry_id, payload=payload, deliveries=counts.get(entry_id, 2))
-            for entry_id, payload in entries
-        ]
+        return counts
+
+    def _keep_payloads(self, raw: object) -> list[tuple[str, bytes]]:
+        """The entries of a reply that hold a payload; the others are acknowledged and deleted
+        at once (one warning per engine), so that every entry read is handed out or gone."""
+        entries, dropped = _entries(raw)
+        if dropped:
+            client = self._redis()
+            pipe = client.pipeline(transaction=False)
+            pipe.xack(self.name, GROUP, *dropped)
+            pipe.xdel(self.name, *dropped)
+            pipe.execute()
+            level = logging.DEBUG if self._dropped_before else logging.WARNING
+            self._dropped_before = True
+            log.log(
+                level,
+                "redis queue %s at %s: acknowledged and deleted %d stream entries without a "
+                "payload field (first %s); such entries are not postroom's and are dropped",
+                self.name,
+                self.server,
+                len(dropped),
+                dropped[0],
+            )
+        return entries
 
     def _read_new(self, max_items: int, block_ms: int) -> list[Taken]:
         """XREADGROUP never-delivered entries, blocking ``block_ms`` (0 or less: not at all)."""
@@ -258,7 +308,7 @@ class RedisQueue(QueueEngine):
         )
         entries: list[tuple[str, bytes]] = []
         for _stream, stream_entries in _streams(reply):
-            entries.extend(_entries(stream_entries))
+            entries.extend(self._keep_payloads(stream_entries))
         return [Taken(tag=entry_id, payload=payload) for entry_id, payload in entries]
 
     def _with_group(self, call: Callable[[], _T]) -> _T:
@@ -271,6 +321,7 @@ class RedisQueue(QueueEngine):
                 if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 self._group_ready = False
+                self._reclaim_cursor = _FIRST_CURSOR
                 self._ensure_group()
                 return call()
 
@@ -300,6 +351,7 @@ class RedisQueue(QueueEngine):
                 f"{socket.gethostname()}-{pid}-{secrets.token_hex(3)}"
             )
             self._group_ready = False
+            self._reclaim_cursor = _FIRST_CURSOR
             return self._client
 
     def _make_client(self) -> redis_lib.Redis:
@@ -357,10 +409,14 @@ def _streams(reply: object) -> list[tuple[object, object]]:
     return [(item[0], item[1]) for item in cast(list[list[object]], reply)]
 
 
-def _entries(raw: object) -> list[tuple[str, bytes]]:
-    """Stream entries as (id, payload); entries without our field (deleted) are skipped."""
+def _entries(raw: object) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """Stream entries as (id, payload), and the ids of entries without our field (written by
+    something else, or deleted while pending)."""
     out: list[tuple[str, bytes]] = []
+    dropped: list[str] = []
     for entry_id, fields in cast(list[tuple[object, dict[bytes, bytes] | None]], raw or []):
         if fields and _FIELD in fields:
             out.append((_text(entry_id), bytes(fields[_FIELD])))
-    return out
+        elif entry_id is not None:
+            dropped.append(_text(entry_id))
+    return out, dropped

@@ -46,6 +46,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from postroom._files import private_dir, private_file
 from postroom.errors import ConfigError, QueueError
 from postroom.queue.base import QueueEngine, Taken
 
@@ -311,7 +312,8 @@ class SqliteQueue(QueueEngine):
         return conn
 
     def _open(self) -> sqlite3.Connection:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        private_dir(Path(self.path).parent)
+        private_file(self.path)  # before SQLite: its -wal and -shm files copy this mode
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")

@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
 
+from postroom._files import private_dir, private_file
 from postroom.errors import StoreError
 
 __all__ = [
@@ -135,7 +136,8 @@ def _sqlite_engine(url: URL, pool_size: int) -> Engine:
         engine = create_engine(url, poolclass=StaticPool, connect_args=connect_args)
     else:
         try:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            private_dir(Path(database).expanduser().parent)
+            private_file(database)  # before SQLite: its -wal and -shm files copy this mode
         except OSError as exc:
             raise StoreError(f"cannot create the folder for {database}: {exc}") from exc
         engine = create_engine(

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from postroom._files import private_file
 from postroom.errors import StoreError
 
 try:
@@ -86,7 +87,8 @@ class WriteLock:
             return None
         if self._fd is None:
             try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                private_file(self.path)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
             except OSError as exc:
                 raise StoreError(f"cannot open the write lock file {self.path}: {exc}") from exc
         return self._fd

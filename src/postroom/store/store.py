@@ -26,8 +26,8 @@ file ``<database>.lock`` (see :mod:`postroom.store.locking`). What differs betwe
 lives in one dialect object (:mod:`postroom.store.dialects`): ingest, claim, finish and release
 run there as plain SQL on the driver (see :mod:`postroom.store.batch`); everything else goes
 through SQLAlchemy Core. Methods take the time they act at (``now``) from the caller, so tests
-drive them with a fake clock. Database failures raise :class:`~postroom.errors.StoreError` naming the database
-(password hidden).
+drive them with a fake clock. Database failures raise :class:`~postroom.errors.StoreError`
+naming the database (password hidden).
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from postroom._files import private_dir, write_private
+
 log = logging.getLogger("postroom.capture")
 
 if TYPE_CHECKING:
@@ -77,7 +79,7 @@ class CaptureServer:
         """
         if self._controller is not None:
             raise RuntimeError("the capture server is already running")
-        self.mailbox_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.mailbox_dir)
         listener = _listen(self.host, self._requested_port)
         controller = _Controller(
             self._handler,
@@ -143,7 +145,7 @@ class _MailboxHandler:
         name = f"{stamp}-{number:06d}-{secrets.token_hex(4)}.eml"
         final = self.mailbox_dir / name
         temporary = self.mailbox_dir / f".{name}.tmp"
-        temporary.write_bytes(_rcpt_header(recipients) + content)
+        write_private(temporary, _rcpt_header(recipients) + content)
         os.replace(temporary, final)
         return final
 
