@@ -288,10 +288,10 @@ def test_results_a_database_error_kept_are_written_by_the_next_step(
     real_finish = rig.store.finish
     failures = [StoreError("database is locked")]
 
-    def flaky_finish(owner: str, results: object) -> int:
+    def flaky_finish(owner: str, results: object, now: datetime) -> int:
         if failures:
             raise failures.pop()
-        return real_finish(owner, results)  # type: ignore[arg-type]
+        return real_finish(owner, results, now)  # type: ignore[arg-type]
 
     monkeypatch.setattr(rig.store, "finish", flaky_finish)
     rig.step()  # the write fails; the result stays owed
