@@ -33,7 +33,7 @@ PUBLIC_COLUMNS = (
     *("id", "status", "priority", "created_at", "send_after", "next_attempt_at", "due_at"),
     *("expires_at", "num_fails", "last_failed_at", "failure", "sent_at", "updated_at"),
     *("mail_from", "recipients", "pending_recipients", "subject", "message_id", "data"),
-    *("lease_owner", "lease_until", "attempt_started_at"),
+    *("lease_owner", "lease_until", "attempt_started_at", "refused"),
 )
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -212,6 +212,7 @@ def test_migrate_upgrades_a_version_1_database(store: Store) -> None:
     with store._engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE dispatchers")
         conn.exec_driver_sql("ALTER TABLE messages DROP COLUMN attempt_started_at")
+        conn.exec_driver_sql("ALTER TABLE messages DROP COLUMN refused")
         conn.exec_driver_sql("ALTER TABLE attempts DROP COLUMN replies")
         conn.exec_driver_sql("DROP INDEX ix_messages_finished")
         conn.exec_driver_sql(V1_FINISHED_INDEX)

@@ -61,10 +61,18 @@ from postroom.dispatch.policy import (
     decide_takeover,
 )
 from postroom.errors import MessageError, PayloadError, StoreError
-from postroom.store import Abandoned, AttemptRecord, Claimed, DispatcherBeat, Finish, Store
+from postroom.store import (
+    Abandoned,
+    AttemptRecord,
+    Claimed,
+    DispatcherBeat,
+    Finish,
+    RecipientReply,
+    Store,
+)
 from postroom.transport.base import DeliveryResult, Job, Outcome, Reply, Transport, render_payload
 
-__all__ = ["Dispatcher", "utc_now"]
+__all__ = ["Dispatcher", "recipient_replies", "utc_now"]
 
 log = logging.getLogger("postroom.dispatch")
 
@@ -73,6 +81,19 @@ _MAINTAIN_EVERY = timedelta(seconds=1)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def recipient_replies(recipients: Sequence[str], result: DeliveryResult) -> list[RecipientReply]:
+    """What decided each recipient in one attempt: its own refusal at RCPT, else the reply that
+    ended its transaction (after the final dot when it was accepted). ``code`` is ``None`` when
+    there was no reply (a timeout, a lost connection). None at all when the relay was down."""
+    if result.outcome is Outcome.DEFERRED:
+        return []
+    replies = []
+    for rcpt in recipients:
+        reply = result.refused.get(rcpt, result.reply)
+        replies.append(RecipientReply(rcpt, reply.code or None, reply.enhanced, reply.text))
+    return replies
 
 
 def _process_exists(pid: int) -> bool:
@@ -278,6 +299,7 @@ class Dispatcher:
             now=ended_at,
             policy=self.policy,
             rand=self.rand,
+            refused_before=claimed.refused,
         )
         attempt = AttemptRecord(
             started_at=ended_at - timedelta(seconds=result.duration_s),
@@ -288,6 +310,7 @@ class Dispatcher:
             reply=result.reply.text,
             dispatcher=self.owner,
             recipients=list(claimed.recipients),
+            replies=recipient_replies(claimed.recipients, result),
         )
         return self._finish(claimed.id, decision, attempt)
 
@@ -314,6 +337,7 @@ class Dispatcher:
             next_attempt_at=decision.next_attempt_at,
             pending_recipients=decision.pending_recipients,
             sent_at=decision.sent_at,
+            refused=decision.refused,
         )
 
     # -- maintenance --------------------------------------------------------------------------

@@ -55,7 +55,12 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The new state of a message after one attempt."""
+    """The new state of a message after one attempt.
+
+    ``pending_recipients``: the recipients still to deliver, never one that accepted (``None``:
+    all of them). ``refused``: every permanent refusal so far, ``"address: reply"``, kept across
+    attempts (``None``: unchanged).
+    """
 
     status: str
     failure: str | None
@@ -63,6 +68,7 @@ class Decision:
     pending_recipients: list[str] | None
     count_fail: bool
     sent_at: datetime | None
+    refused: list[str] | None = None
 
 
 def backoff_delay_s(
@@ -82,11 +88,18 @@ def _describe_refusals(refused: Mapping[str, Reply]) -> str:
     return "; ".join(f"{rcpt}: {reply}" for rcpt, reply in refused.items())
 
 
-def _failure_text(result: DeliveryResult) -> str | None:
+def _failure_text(result: DeliveryResult, refused_before: Sequence[str]) -> str | None:
+    """The reason to record: this attempt's, with the refusals of earlier attempts named."""
+    earlier = "; ".join(refused_before)
     if result.outcome is Outcome.SENT:
-        if not result.refused:
-            return None
-        return f"refused by the server: {_describe_refusals(result.refused)}"
+        now_refused = _describe_refusals(result.refused)
+        listed = "; ".join(part for part in (earlier, now_refused) if part)
+        return f"refused by the server: {listed}" if listed else None
+    text = _attempt_text(result)
+    return f"{text}; refused before: {earlier}" if earlier else text
+
+
+def _attempt_text(result: DeliveryResult) -> str:
     text = str(result.reply)
     if result.outcome is Outcome.MAYBE_DELIVERED:
         text = f"maybe delivered (no reply after the final dot): {text}"
@@ -104,26 +117,33 @@ def decide(
     now: datetime,
     policy: RetryPolicy,
     rand: Callable[[], float] = random.random,
+    refused_before: Sequence[str] = (),
 ) -> Decision:
-    """Decide the next state of a message whose ``recipients`` were just attempted."""
+    """Decide the next state of a message whose ``recipients`` were just attempted;
+    ``refused_before`` are the permanent refusals of earlier attempts."""
     accepted = set(result.accepted) if result.outcome is Outcome.SENT else set()
     permanent = {r: reply for r, reply in result.refused.items() if reply.is_permanent}
     remaining = [r for r in recipients if r not in accepted and r not in permanent]
-    failure = _failure_text(result)
+    not_accepted = [r for r in recipients if r not in accepted]
+    refused = [*refused_before, *(f"{r}: {reply}" for r, reply in permanent.items())]
+    failure = _failure_text(result, refused_before)
+
+    def decision(status: str, why: str | None, next_at: datetime | None = None) -> Decision:
+        sent_at = now if status == "sent" else None
+        pending = None if status == "sent" else (remaining or not_accepted)
+        return Decision(status, why, next_at, pending, status != "sent", sent_at, refused)
 
     if result.outcome is Outcome.PERMANENT or (not remaining and not accepted):
-        return Decision("failed", failure, None, None, True, None)
+        return decision("failed", failure)
     if not remaining:
-        return Decision("sent", failure, None, None, False, now)
+        return decision("sent", failure)
     fails = num_fails + 1
     if fails >= policy.max_fails:
-        gave_up = f"gave up after {fails} attempts: {failure}"
-        return Decision("failed", gave_up, None, remaining, True, None)
+        return decision("failed", f"gave up after {fails} attempts: {failure}")
     next_at = now + timedelta(seconds=backoff_delay_s(fails, policy, rand))
     if next_at >= expires_at:
-        expired = f"not sent before it expired: {failure}"
-        return Decision("expired", expired, None, remaining, True, None)
-    return Decision("queued", failure, next_at, remaining, True, None)
+        return decision("expired", f"not sent before it expired: {failure}")
+    return decision("queued", failure, next_at)
 
 
 def decide_deferred(

@@ -218,7 +218,7 @@ def _columns(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
 #: the columns a claim returns, in this order
 _CLAIMED_COLUMNS = (
     *("id", "data", "mail_from", "recipients", "pending_recipients", "num_fails"),
-    *("created_at", "send_after", "expires_at", "message_id", "priority"),
+    *("created_at", "send_after", "expires_at", "message_id", "priority", "refused"),
 )
 _CLAIMED = ", ".join(_CLAIMED_COLUMNS)
 #: where each column of :data:`_CLAIMED_COLUMNS` is in a claimed row
@@ -348,6 +348,7 @@ def _claimed(r: Sequence[Any], from_db: Callable[[Any], datetime]) -> Claimed:
         send_after=from_db(r[_AT["send_after"]]),
         expires_at=from_db(r[_AT["expires_at"]]),
         message_id=r[_AT["message_id"]],
+        refused=load_list(refused) if (refused := r[_AT["refused"]]) is not None else [],
     )
 
 
@@ -356,7 +357,7 @@ def _claimed(r: Sequence[Any], from_db: Callable[[Any], datetime]) -> Claimed:
 #: one row of the finish update, in this order
 _OUTCOME_COLUMNS = (
     *("status", "failure", "next_attempt_at", "pending_recipients", "sent_at", "inc"),
-    *("failed_at", "id", "fence"),
+    *("failed_at", "id", "fence", "refused"),
 )
 #: one attempts row, in this order
 _ATTEMPT_COLUMNS = (
@@ -370,6 +371,7 @@ _FINISH_SQLITE = (
     "due_at = CASE WHEN r.next_attempt_at > messages.send_after THEN r.next_attempt_at "
     "ELSE messages.send_after END, "
     "pending_recipients = r.pending_recipients, sent_at = r.sent_at, "
+    "refused = coalesce(r.refused, messages.refused), "
     "num_fails = messages.num_fails + r.inc, "
     "last_failed_at = coalesce(r.failed_at, messages.last_failed_at), "
     "lease_owner = NULL, lease_until = NULL, attempt_started_at = NULL, updated_at = ?2 "
@@ -386,13 +388,14 @@ _FINISH_POSTGRES = (
     "WITH r AS (SELECT * FROM unnest(%(status)b::text[], %(failure)b::text[], "
     "%(next_attempt_at)b::timestamptz[], %(pending_recipients)b::text[], "
     "%(sent_at)b::timestamptz[], %(inc)b::int[], %(failed_at)b::timestamptz[], "
-    "%(id)b::text[], %(fence)b::text[]) "
+    "%(id)b::text[], %(fence)b::text[], %(refused)b::text[]) "
     f"AS r({', '.join(_OUTCOME_COLUMNS)})), "
     "done AS (UPDATE messages m SET status = r.status, failure = r.failure, "
     "next_attempt_at = r.next_attempt_at, "
     "due_at = CASE WHEN r.next_attempt_at > m.send_after THEN r.next_attempt_at "
     "ELSE m.send_after END, "
     "pending_recipients = r.pending_recipients, sent_at = r.sent_at, "
+    "refused = coalesce(r.refused, m.refused), "
     "num_fails = m.num_fails + r.inc, last_failed_at = coalesce(r.failed_at, m.last_failed_at), "
     "lease_owner = NULL, lease_until = NULL, attempt_started_at = NULL, updated_at = %(now)b "
     "FROM r WHERE m.id = r.id AND m.status = r.fence AND m.lease_owner = %(owner)b "
@@ -454,6 +457,7 @@ def outcome_rows(
                 failed_at,
                 result.id,
                 "sending",
+                None if result.refused is None else dump_list(result.refused),
             )
         )
     return updates, tried

@@ -137,7 +137,7 @@ def take_over(
 _ABANDONED_COLUMNS = (
     *("id", "data", "mail_from", "recipients", "pending_recipients", "num_fails"),
     *("created_at", "send_after", "expires_at", "message_id", "lease_owner"),
-    "attempt_started_at",
+    *("attempt_started_at", "refused"),
 )
 
 
@@ -154,6 +154,7 @@ def _abandoned(row: Row[Any]) -> Abandoned:
         send_after=r["send_after"],
         expires_at=r["expires_at"],
         message_id=r["message_id"],
+        refused=list(r["refused"] or []),
         previous_owner=r["lease_owner"] or "",
         attempt_started_at=r["attempt_started_at"],
     )

@@ -66,11 +66,13 @@ def _cheaper_writes(conn: Connection) -> None:
 
 def _heartbeats(conn: Connection) -> None:
     """Version 3: the ``dispatchers`` table (heartbeats, relay state),
-    ``messages.attempt_started_at`` (when the delivery of a leased row began) and
-    ``attempts.replies`` (every recipient's reply).
+    ``messages.attempt_started_at`` (when the delivery of a leased row began),
+    ``messages.refused`` (every permanent refusal so far) and ``attempts.replies`` (every
+    recipient's reply).
     """
     dispatchers.create(conn, checkfirst=True)
     conn.exec_driver_sql("ALTER TABLE messages ADD COLUMN attempt_started_at " + _time_type(conn))
+    conn.exec_driver_sql("ALTER TABLE messages ADD COLUMN refused TEXT")
     conn.exec_driver_sql("ALTER TABLE attempts ADD COLUMN replies TEXT")
 
 

@@ -80,7 +80,8 @@ class NewMessage:
 class Claimed:
     """A row handed to one dispatcher under a lease by :meth:`Store.claim_due`.
 
-    ``recipients`` are the ones still to deliver (``pending_recipients``, else all of them).
+    ``recipients`` are the ones still to deliver (``pending_recipients``, else all of them);
+    ``refused`` the permanent refusals of earlier attempts (``"address: reply"``).
     """
 
     id: str
@@ -92,6 +93,7 @@ class Claimed:
     send_after: datetime
     expires_at: datetime
     message_id: str | None
+    refused: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,7 @@ class Finish:
     ``status``: ``sent``, ``queued`` (try again at ``next_attempt_at``), ``failed`` or
     ``expired``. ``count_fail`` adds one to ``num_fails`` and sets ``last_failed_at`` to the
     attempt's end. ``pending_recipients`` are the ones still to deliver (``None`` = all).
+    ``refused``: every permanent refusal so far (``None``: unchanged).
     """
 
     id: str
@@ -182,6 +185,7 @@ class Finish:
     next_attempt_at: datetime | None
     pending_recipients: list[str] | None
     sent_at: datetime | None
+    refused: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +218,7 @@ class MessageInfo:
     lease_owner: str | None
     lease_until: datetime | None
     attempt_started_at: datetime | None = None
+    refused: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,6 +170,7 @@ messages = Table(
     Column("lease_owner", Text, nullable=True),
     Column("lease_until", UTCDateTime, nullable=True),
     Column("attempt_started_at", UTCDateTime, nullable=True),
+    Column("refused", JSONList, nullable=True),
 )
 
 _QUEUED = text("status = 'queued'")

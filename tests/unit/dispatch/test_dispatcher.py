@@ -487,3 +487,60 @@ def test_a_relay_failure_waits_without_charging_an_attempt(rig: Rig) -> None:
     rig.step(3600)  # past max-time while the relay stays down
     info = rig.store.get(msg_id)
     assert info.status == "expired"
+
+
+# -- per-recipient outcomes -------------------------------------------------------------------
+
+
+def test_every_recipients_reply_is_kept_and_refusals_outlive_the_retry(rig: Rig) -> None:
+    first = DeliveryResult(
+        Outcome.SENT,
+        Reply(250, "queued as 1", "2.0.0"),
+        accepted=("ok@example.org",),
+        refused={
+            "t4@example.org": Reply(451, "greylisted", "4.7.1"),
+            "p5@example.org": Reply(550, "no such user", "5.1.1"),
+        },
+    )
+    rig.script.results.append(first)
+    msg_id = rig.enqueue(email(to=["ok@example.org", "t4@example.org", "p5@example.org"]))
+    rig.step()
+    info = rig.store.get(msg_id)
+    assert (info.status, info.pending_recipients) == ("queued", ["t4@example.org"])
+    rig.step(60)  # the retry goes to t4@ only, and it accepts
+    assert rig.transport.deliveries[1].recipients == ("t4@example.org",)
+    info = rig.store.get(msg_id)
+    assert info.status == "sent"
+    assert info.failure == "refused by the server: p5@example.org: 550 5.1.1 no such user"
+    assert info.refused == ["p5@example.org: 550 5.1.1 no such user"]
+    replies = [[(r.recipient, r.code) for r in a.replies] for a in rig.store.attempts(msg_id)]
+    assert replies == [
+        [("ok@example.org", 250), ("t4@example.org", 451), ("p5@example.org", 550)],
+        [("t4@example.org", 250)],
+    ]
+
+
+def test_a_failed_message_never_goes_again_to_a_recipient_that_accepted(rig: Rig) -> None:
+    rig.script.results += [
+        DeliveryResult(
+            Outcome.SENT,
+            Reply(250, "OK"),
+            accepted=("ok@example.org",),
+            refused={"t4@example.org": Reply(451, "later")},
+        ),
+        DeliveryResult(
+            Outcome.PERMANENT, Reply(550, "gone"), refused={"t4@example.org": Reply(550, "gone")}
+        ),
+    ]
+    msg_id = rig.enqueue(email(to=["ok@example.org", "t4@example.org"]))
+    rig.step()
+    rig.step(60)
+    info = rig.store.get(msg_id)
+    assert (info.status, info.pending_recipients) == ("failed", ["t4@example.org"])
+    rig.store.retry(msg_id, rig.clock(), rig.clock() + timedelta(hours=1))
+    rig.step()
+    assert [d.recipients for d in rig.transport.deliveries] == [
+        ("ok@example.org", "t4@example.org"),
+        ("t4@example.org",),
+        ("t4@example.org",),
+    ]
