@@ -230,8 +230,10 @@ class Dispatcher:
                 if not self._may_start(row):
                     return
                 message = self._render(row)
-                if message is None or not self.ledger.begin(row.id):
+                if message is None:
                     continue
+                if not self.ledger.begin(row.id):
+                    return  # the ledger is closed: the dispatcher is stopping
                 self.keeper.nudge()  # the database learns soon that it may reach the relay
                 started.append(row)
                 yield row.mail_from, row.recipients, message

@@ -54,9 +54,11 @@ class Ledger:
         self._closed = False
 
     def hold(self, ids: Iterable[str]) -> None:
-        """Rows just claimed (or taken over) by this dispatcher."""
+        """Rows just claimed (or taken over) by this dispatcher; once closed, given back."""
         with self._lock:
             self._held.update(ids)
+            unstarted = self._held - self._in_flight if self._closed else set()
+        self.release(unstarted)
 
     def begin(self, id: str) -> bool:
         """The delivery of ``id`` starts now; ``False`` once the ledger is closed (don't)."""
