@@ -52,7 +52,7 @@ from datetime import UTC, datetime, timedelta
 
 from postroom.dispatch.keeper import Keeper, Liveness
 from postroom.dispatch.ledger import Ledger
-from postroom.dispatch.parsed import ParsedEmails
+from postroom.dispatch.parsed import ParsedEmails, render_payload
 from postroom.dispatch.policy import (
     Decision,
     RetryPolicy,
@@ -70,7 +70,7 @@ from postroom.store import (
     RecipientReply,
     Store,
 )
-from postroom.transport.base import DeliveryResult, Job, Outcome, Reply, Transport, render_payload
+from postroom.transport.base import DeliveryResult, Job, Outcome, Reply, Transport
 
 __all__ = ["Dispatcher", "recipient_replies", "utc_now"]
 

@@ -27,9 +27,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from postroom.message import Email
-from postroom.transport.base import render_payload
+from postroom.payload import decode_email
 
-__all__ = ["ParsedEmails"]
+__all__ = ["ParsedEmails", "render_payload"]
+
+
+def render_payload(payload: bytes) -> bytes:
+    """The RFC 5322 bytes of a queued payload: the same Message-ID and Date on every attempt."""
+    return Email.from_dict(decode_email(payload)).to_bytes()
+
 
 DEFAULT_BUDGET_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_AGE_S = 60.0

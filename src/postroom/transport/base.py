@@ -20,11 +20,11 @@ from __future__ import annotations
 import enum
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from postroom.errors import MessageError, PayloadError
+from postroom.errors import MessageError
 
 __all__ = [
     "DeliveryResult",
@@ -33,7 +33,6 @@ __all__ = [
     "RelayState",
     "Reply",
     "Transport",
-    "render_payload",
 ]
 
 Job = tuple[str, Sequence[str], bytes]
@@ -161,51 +160,9 @@ class Transport(ABC):
             results.append(result)
         return results
 
-    def deliver_payload(
-        self, mail_from: str, recipients: Sequence[str], payload: bytes
-    ) -> DeliveryResult:
-        """Render a queued payload (:mod:`postroom.payload`) and deliver it."""
-        [result] = self.deliver_payloads([(mail_from, recipients, payload)])
-        return result
-
-    def deliver_payloads(
-        self, jobs: Iterable[Job], render: Callable[[bytes], bytes] | None = None
-    ) -> list[DeliveryResult]:
-        """Render queued payloads (with ``render``, default :func:`render_payload`) and deliver
-        them with :meth:`deliver_batch`, lazily as well.
-
-        A payload that cannot be rendered is a ``PERMANENT`` failure naming the problem.
-        """
-        render = render or render_payload
-        unrenderable: dict[int, DeliveryResult] = {}
-        handed_over: list[int] = []
-
-        def rendered() -> Iterator[Job]:
-            for position, (mail_from, recipients, payload) in enumerate(jobs):
-                try:
-                    message = render(payload)
-                except (MessageError, PayloadError, ValueError, KeyError, TypeError) as exc:
-                    reply = Reply(0, f"cannot render the message: {exc}")
-                    unrenderable[position] = DeliveryResult(Outcome.PERMANENT, reply)
-                    continue
-                handed_over.append(position)
-                yield mail_from, recipients, message
-
-        delivered = self.deliver_batch(rendered())
-        by_position = dict(zip(handed_over, delivered, strict=True)) | unrenderable
-        return [by_position[position] for position in sorted(by_position)]
-
     def close(self) -> None:  # noqa: B027 - optional
         """Close every pooled connection."""
 
 
 def unsendable(exc: Exception) -> DeliveryResult:
     return DeliveryResult(Outcome.PERMANENT, Reply(0, f"cannot be sent: {exc}"))
-
-
-def render_payload(payload: bytes) -> bytes:
-    """The RFC 5322 bytes of a queued payload: the same Message-ID and Date on every attempt."""
-    from postroom.message import Email
-    from postroom.payload import decode_email
-
-    return Email.from_dict(decode_email(payload)).to_bytes()

@@ -15,14 +15,14 @@ import pytest
 
 from postroom.dispatch.dispatcher import Dispatcher
 from postroom.dispatch.ingest import Ingestor
-from postroom.dispatch.parsed import ParsedEmails
+from postroom.dispatch.parsed import ParsedEmails, render_payload
 from postroom.dispatch.policy import RetryPolicy
 from postroom.errors import StoreError
 from postroom.message import Email
 from postroom.payload import encode, new_message_id
 from postroom.queue.memory import MemoryQueue
 from postroom.store import Store, open_store
-from postroom.transport.base import DeliveryResult, Outcome, RelayState, Reply, render_payload
+from postroom.transport.base import DeliveryResult, Outcome, RelayState, Reply
 from postroom.transport.memory import MemoryTransport
 
 START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)

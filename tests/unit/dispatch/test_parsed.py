@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from postroom.dispatch.parsed import ParsedEmails
+from postroom.dispatch.parsed import ParsedEmails, render_payload
 from postroom.message import Email
 from postroom.payload import encode
-from postroom.transport.base import render_payload
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
