@@ -184,3 +184,39 @@ def test_a_message_that_kills_its_dispatcher_ends_failed_instead_of_looping(
     assert info.failure is not None and info.failure.startswith("gave up after 3 attempts")
     assert outcomes == ["maybe_delivered"] * 3
     assert len(smtp.messages) == 3  # never a fourth time
+
+
+def test_a_frozen_dispatchers_rows_are_taken_over_and_it_starts_none_of_them_again(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    # A is frozen (SIGSTOP) mid-batch: alive on this host, but its heartbeats stop. B takes its
+    # rows over after 5 missed beats; A, thawed, may finish the conversations it had on the wire
+    # but starts nothing it can no longer vouch for.
+    smtp.on_dot("250 OK", delay_s=0.5)
+    data = config_dict(tmp_path, smtp.port, batch=20, heartbeat="500ms", lease="5s")
+    config_path = write_config(tmp_path, data)
+    config = load_config(config_path)
+    emails = [make_email(i) for i in range(40)]
+    enqueue_all(config, emails)
+    url = migrated(config.email.server.database.sqlalchemy_url())
+
+    first = start_serve(config_path, tmp_path, "serve-a.log")
+    wait_until(lambda: len(smtp.messages) >= 2, 30, "the first deliveries")
+    first.send_signal(signal.SIGSTOP)
+    frozen_at = len(smtp.messages)
+    second = start_serve(config_path, tmp_path, "serve-b.log")
+    try:
+        wait_until(lambda: sent_count(url) == 40, 90, "every message to be sent")
+        first.send_signal(signal.SIGCONT)
+        time.sleep(2)  # A wakes up: what it still had in flight ends, nothing new starts
+    finally:
+        first.send_signal(signal.SIGCONT)
+        assert stop(first) == 0
+        assert stop(second) == 0
+    received = Counter(m.message_id for m in smtp.messages)
+    counts = [received[e.message_id] for e in emails]
+    assert min(counts) == 1, "a message was lost"
+    # only the conversations A had on the wire when it froze can be duplicated
+    assert sum(c - 1 for c in counts) <= 4 + 1, counts
+    assert frozen_at < 40
+    assert "took over" in (tmp_path / "serve-b.log").read_text()

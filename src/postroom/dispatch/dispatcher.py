@@ -234,7 +234,6 @@ class Dispatcher:
                     continue
                 if not self.ledger.begin(row.id):
                     return  # the ledger is closed: the dispatcher is stopping
-                self.keeper.nudge()  # the database learns soon that it may reach the relay
                 started.append(row)
                 yield row.mail_from, row.recipients, message
 
@@ -287,7 +286,6 @@ class Dispatcher:
 
     def _record(self, claimed: Claimed, result: DeliveryResult) -> None:
         self.ledger.result(self._finish_for(claimed, result))
-        self.keeper.nudge()
 
     def _finish_for(self, claimed: Claimed, result: DeliveryResult) -> Finish:
         ended_at = self.clock()

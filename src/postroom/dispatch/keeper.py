@@ -5,7 +5,9 @@ While the dispatcher's thread is busy in SMTP conversations, the keeper
 * writes a heartbeat every ``heartbeat_s`` (with the relay's state) and, in the same
   transaction, renews the lease of every row the dispatcher holds;
 * writes what the :class:`~postroom.dispatch.ledger.Ledger` owes (results, releases, rows that
-  began their delivery) within ``flush_s`` of it becoming owed.
+  began their delivery) once it has waited ``flush_s``. On a fast relay the dispatcher's own
+  thread writes it sooner, at the end of each batch, and the keeper finds nothing to do: it
+  never competes with the dispatcher's thread for Python's lock while that one keeps up.
 
 Lifecycle::
 
@@ -79,7 +81,6 @@ class Keeper:
         self.store, self.ledger, self.me, self.liveness = store, ledger, me, liveness
         self.clock, self.relay, self.flush_s = clock, relay, flush_s
         self._tick_lock = threading.Lock()
-        self._nudged = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat: datetime | None = None
@@ -96,14 +97,9 @@ class Keeper:
         self._thread = threading.Thread(target=self._run, name="postroom-keeper", daemon=True)
         self._thread.start()
 
-    def nudge(self) -> None:
-        """Something became owed: write it within ``flush_s``."""
-        self._nudged.set()
-
     def stop(self) -> None:
         """Stop the thread after one last write."""
         self._stopping.set()
-        self._nudged.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -120,10 +116,8 @@ class Keeper:
         what could not be written stays owed and is tried again at the next tick."""
         with self._tick_lock:
             self._write_owed()
-            now = self.clock()
-            last = self._last_beat
-            if last is None or not timedelta(0) <= now - last < self._beat_every:
-                self._beat(now)
+            if self._beat_due():
+                self._beat(self.clock())
 
     @property
     def _beat_every(self) -> timedelta:
@@ -184,13 +178,10 @@ class Keeper:
         self.vouched_until = self.liveness.vouched_until(now)
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._nudged.wait(self._wait_s())
-            if self._stopping.is_set():
-                return
-            self._nudged.clear()
-            self.tick()
-            self._stopping.wait(self.flush_s)  # results that arrive meanwhile go together
+        while not self._stopping.wait(self.flush_s / 2):
+            if self.ledger.owed_for_s() >= self.flush_s or self._beat_due():
+                self.tick()
 
-    def _wait_s(self) -> float:
-        return 0.0 if self.ledger.owing else self.liveness.heartbeat_s / 2
+    def _beat_due(self) -> bool:
+        last = self._last_beat
+        return last is None or not timedelta(0) <= self.clock() - last < self._beat_every

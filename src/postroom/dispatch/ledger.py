@@ -23,7 +23,8 @@ dies, the takeover records ``maybe_delivered`` for it rather than ``abandoned``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from postroom.store import Finish
@@ -46,12 +47,19 @@ class Owed:
 class Ledger:
     """Rows held by one dispatcher; see the module docstring for their life."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._held: set[str] = set()
         self._in_flight: set[str] = set()
         self._owed = Owed()
+        self._owed_since: float | None = None
         self._closed = False
+
+    def _owe(self) -> None:
+        """Called under the lock whenever something becomes owed."""
+        if self._owed_since is None:
+            self._owed_since = self._clock()
 
     def hold(self, ids: Iterable[str]) -> None:
         """Rows just claimed (or taken over) by this dispatcher; once closed, given back."""
@@ -67,6 +75,7 @@ class Ledger:
                 return False
             self._in_flight.add(id)
             self._owed.started.append(id)
+            self._owe()
             return True
 
     def result(self, finish: Finish) -> None:
@@ -75,6 +84,7 @@ class Ledger:
             self._held.discard(finish.id)
             self._in_flight.discard(finish.id)
             self._owed.finishes.append(finish)
+            self._owe()
 
     def release(self, ids: Iterable[str]) -> None:
         """Held rows whose delivery did not start: give them back."""
@@ -83,6 +93,7 @@ class Ledger:
                 if id in self._held and id not in self._in_flight:
                     self._held.discard(id)
                     self._owed.releases.append(id)
+                    self._owe()
 
     def close(self) -> int:
         """Refuse new deliveries and release every row not started; return how many are still
@@ -101,6 +112,7 @@ class Ledger:
         """
         with self._lock:
             owed, self._owed = self._owed, Owed()
+            self._owed_since = None
             owed.started = [id for id in owed.started if id in self._in_flight]
             return owed
 
@@ -110,11 +122,19 @@ class Ledger:
             self._owed.finishes[:0] = owed.finishes
             self._owed.releases[:0] = owed.releases
             self._owed.started[:0] = owed.started
+            if owed:
+                self._owed_since = self._clock()
 
     @property
     def in_flight(self) -> int:
         with self._lock:
             return len(self._in_flight)
+
+    def owed_for_s(self) -> float:
+        """How long the oldest thing owed has waited (0 when nothing is owed)."""
+        with self._lock:
+            since = self._owed_since
+        return 0.0 if since is None else self._clock() - since
 
     @property
     def owing(self) -> int:
