@@ -36,6 +36,7 @@ from ._model import (
     RetryConfig,
     Secret,
     SmtpConfig,
+    ambiguous_userinfo,
     redact_url,
 )
 
@@ -368,12 +369,20 @@ def _sqlite_file(url: str, path: str) -> str:
         return ":memory:"
     if not rest.startswith("/"):
         raise ConfigError(
-            path, f"{_show(url)} is not sqlite:///relative/path or sqlite:////abs/path"
+            path,
+            f"{_show(redact_url(url))} is not sqlite:///relative/path or sqlite:////abs/path",
         )
     return rest[1:]
 
 
 def _check_port(url: str, path: str) -> None:
+    """Refuse a URL whose password or port parsers would read differently, naming the key."""
+    if ambiguous_userinfo(url):
+        raise ConfigError(
+            path,
+            f"{_show(redact_url(url))} is ambiguous: write '@', '/', '?' and '#' in the user "
+            "name and password percent-encoded (%40, %2F, %3F, %23)",
+        )
     try:
         urlsplit(url).port  # noqa: B018 - parsing the port is the check
     except ValueError:

@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
 
+from postroom.config import redact_url
 from postroom.errors import StoreError
 
 __all__ = [
@@ -61,7 +62,7 @@ def normalise_url(url: str) -> URL:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StoreError(
-            f"{url!r} is not a database URL (expected sqlite:///path or postgresql://user@host/db)"
+            f"{redact_url(url)!r} is not a database URL (expected sqlite:///path or postgresql://user@host/db)"
         ) from exc
     if parsed.drivername in _POSTGRES_NAMES:
         return parsed.set(drivername="postgresql+psycopg")

@@ -37,6 +37,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, select, upda
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.types import Text
 
+from postroom.config import redact_url
 from postroom.errors import NotFoundError, StoreError
 from postroom.store import batch
 from postroom.store import stats as stats_queries
@@ -82,7 +83,7 @@ class Store:
         #: ``"sqlite"`` or ``"postgresql"``
         self.dialect: str = engine.dialect.name
         #: the database URL with the password hidden, for messages and logs
-        self.url: str = engine.url.render_as_string(hide_password=True)
+        self.url: str = redact_url(engine.url.render_as_string(hide_password=False))
         self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         self._to_db = batch.time_converter(self.dialect)
         #: SQLite: one writer at a time across threads and processes (see ``locking``)
