@@ -94,18 +94,26 @@ def when_arg(text: str) -> datetime:
             f"{text!r} is not an ISO 8601 time (expected e.g. 2026-12-01T09:00 or "
             "2026-12-01T09:00:00+01:00)"
         ) from None
-    return value.astimezone(UTC)  # a naive value is taken as local time here
+    try:
+        return value.astimezone(UTC)  # a naive value is taken as local time here
+    except (OverflowError, OSError):  # before year 1 or after 9999 in UTC
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is outside the times UTC can represent"
+        ) from None
 
 
 def since_arg(text: str) -> datetime:
     """argparse type: how far back, as a duration (``24h``) or an ISO 8601 time. Returns UTC."""
     try:
         return now() - parse_duration(text)
-    except ValueError:
-        pass
+    except ValueError as exc:
+        if "longer than" in str(exc):
+            raise argparse.ArgumentTypeError(str(exc)) from None
     try:
         return when_arg(text)
-    except argparse.ArgumentTypeError:
+    except argparse.ArgumentTypeError as exc:
+        if "outside" in str(exc):
+            raise
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a duration (e.g. 24h, 7d) nor an ISO 8601 time"
         ) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import math
 import re
@@ -21,7 +22,7 @@ from datetime import timedelta
 from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
-from postroom.durations import format_duration, parse_duration
+from postroom.durations import MAX_DURATION, format_duration, parse_duration
 from postroom.errors import ConfigError
 
 from ._model import (
@@ -45,6 +46,8 @@ _SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT = re.compile(r"\s*[+-]?\d+\s*")
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
+_YEARS = MAX_DURATION.days // 365
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class Text(str):
@@ -227,12 +230,17 @@ def _as_secret(value: object, path: str, meta: Mapping[str, object]) -> Secret:
 
 def _as_duration(value: object, path: str, meta: Mapping[str, object]) -> timedelta:
     if isinstance(value, timedelta):
+        if abs(value) > MAX_DURATION:
+            raise ConfigError(path, f"{_fmt(value)} is longer than {_YEARS} years")
         return value
     if isinstance(value, str):
         try:
             return parse_duration(value)
-        except ValueError:
-            problem = f"{_show(value)} is not a duration (e.g. 300ms, 5m, 1h30m){_from(value)}"
+        except ValueError as exc:
+            if str(exc).endswith(f"is longer than {_YEARS} years"):
+                problem = f"{_show(value)} is longer than {_YEARS} years{_from(value)}"
+            else:
+                problem = f"{_show(value)} is not a duration (e.g. 300ms, 5m, 1h30m){_from(value)}"
             raise ConfigError(path, problem) from None
     if isinstance(value, int) and not isinstance(value, bool):
         if value == 0:
@@ -404,7 +412,33 @@ def _check_smtp(smtp: SmtpConfig, data: Mapping[str, object], path: str) -> Smtp
     if bool(auth.username) != bool(auth.password):
         missing = "password" if auth.username else "username"
         raise ConfigError(join(auth_path, missing), "is required when the other one is set")
+    if smtp.tls == "none" and auth.password and not smtp.allow_plaintext_password:
+        raise ConfigError(
+            join(path, "tls"),
+            f"is none while {join(auth_path, 'password')} is set: the password would cross the "
+            f"network in clear; use starttls or implicit, or set "
+            f"{join(path, 'allow-plaintext-password')}: true",
+        )
+    if smtp.helo is not None and not _is_helo_name(smtp.helo):
+        raise ConfigError(
+            join(path, "helo"),
+            f"{_show(smtp.helo)} is neither a host name (mail.example.com) nor an address "
+            "literal ([192.0.2.1], [IPv6:2001:db8::1])",
+        )
     return smtp
+
+
+def _is_helo_name(name: str) -> bool:
+    """A domain (RFC 5321 ``Domain``) or an address literal (``[192.0.2.1]``, ``[IPv6:...]``)."""
+    if name.startswith("[") and name.endswith("]"):
+        literal = name[1:-1]
+        version, text = (6, literal[5:]) if literal[:5].lower() == "ipv6:" else (4, literal)
+        try:
+            return ipaddress.ip_address(text).version == version
+        except ValueError:
+            return False
+    labels = name.split(".")
+    return len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def _check_email(email: EmailConfig, data: Mapping[str, object], path: str) -> EmailConfig:

@@ -265,7 +265,19 @@ class DatabaseConfig(_Section):
             return self.url if self.url else f"sqlite:///{self.path}"
         if not self.url:
             raise ConfigError("email.server.database.url", "is required for engine postgres")
+        _require_psycopg()
         return "postgresql+psycopg://" + self.url.partition("://")[2]
+
+
+def _require_psycopg() -> None:
+    """Refuse engine postgres without its driver, with the command that installs it."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            "email.server.database.engine",
+            "engine postgres needs the 'psycopg' package: pip install 'postroom[postgres]'",
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -286,7 +298,10 @@ class SmtpConfig(_Section):
     """The SMTP relay the dispatcher delivers through, key ``email.server.smtp``.
 
     ``tls``: ``auto`` is implicit TLS on port 465, else STARTTLS when the server offers it
-    (required when ``auth`` is set); ``starttls`` and ``implicit`` insist; ``none`` never encrypts.
+    (required when ``auth`` is set); ``starttls`` and ``implicit`` insist; ``none`` never encrypts,
+    and is refused together with a password unless ``allow_plaintext_password`` is true.
+    ``helo`` (default: this machine's name) must be a host name or an address literal
+    (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``).
     """
 
     host: str = "localhost"
@@ -308,6 +323,7 @@ class SmtpConfig(_Section):
         default=timedelta(seconds=60), metadata=_limits(above=timedelta(0))
     )
     helo: str | None = None
+    allow_plaintext_password: bool = False
 
 
 @dataclass(frozen=True, slots=True, repr=False)
