@@ -25,6 +25,10 @@ DatabaseEngineName = Literal["sqlite3", "postgres"]
 TlsMode = Literal["auto", "starttls", "implicit", "none"]
 
 MASK: Final = "********"
+#: default ``email.max-message-size``: 25 MiB of rendered message (what large providers accept)
+MAX_MESSAGE_SIZE: Final = 25 * 1024 * 1024
+#: default ``email.max-recipients``: envelope recipients of one message, Bcc included
+MAX_RECIPIENTS: Final = 1000
 DEFAULT_QUEUE: Final = "default"
 POSTGRES_SCHEMES: Final = ("postgresql", "postgres", "postgresql+psycopg")
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
@@ -347,7 +351,11 @@ def _default_queues() -> Mapping[str, QueueConfig]:
 
 @dataclass(frozen=True, slots=True, repr=False)
 class EmailConfig(_Section):
-    """Everything under the ``email`` key: the client side and the server side."""
+    """Everything under the ``email`` key: the client side and the server side.
+
+    ``max_message_size`` (bytes of the rendered message) and ``max_recipients`` (envelope
+    recipients, Bcc included) are checked by ``enqueue()``.
+    """
 
     buffer: int = field(default=250, metadata=_limits(at_least=1))
     enqueue_timeout: timedelta = field(
@@ -356,6 +364,10 @@ class EmailConfig(_Section):
     flush_timeout: timedelta = field(
         default=timedelta(seconds=10), metadata=_limits(at_least=timedelta(0))
     )
+    max_message_size: int = field(
+        default=MAX_MESSAGE_SIZE, metadata=_limits(at_least=1024, at_most=2**31 - 1)
+    )
+    max_recipients: int = field(default=MAX_RECIPIENTS, metadata=_limits(at_least=1))
     queue: Mapping[str, QueueConfig] = field(default_factory=_default_queues)
     server: ServerConfig = field(default_factory=ServerConfig)
 
