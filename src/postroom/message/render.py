@@ -79,10 +79,11 @@ def _text_leaf(subtype: str, text: str) -> _Leaf:
 
 
 def _rfc822_body(content: bytes) -> bytes | None:
-    """A forwarded message with CRLF line endings, or None when it is not 7-bit clean."""
+    """A forwarded message with CRLF line endings (a lone CR or LF ends a line too), or None
+    when it is not 7-bit clean."""
     if not content.isascii() or b"\0" in content:
         return None
-    lines = content.replace(b"\r\n", b"\n").split(b"\n")
+    lines = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
     if max(map(len, lines)) > HARD_LIMIT:
         return None
     return b"\r\n".join(lines)
