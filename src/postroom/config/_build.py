@@ -22,7 +22,12 @@ from datetime import timedelta
 from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
-from postroom.durations import MAX_DURATION, format_duration, parse_duration
+from postroom.durations import (
+    MAX_DURATION,
+    DurationTooLongError,
+    format_duration,
+    parse_duration,
+)
 from postroom.errors import ConfigError
 
 from ._model import (
@@ -236,11 +241,11 @@ def _as_duration(value: object, path: str, meta: Mapping[str, object]) -> timede
     if isinstance(value, str):
         try:
             return parse_duration(value)
-        except ValueError as exc:
-            if str(exc).endswith(f"is longer than {_YEARS} years"):
-                problem = f"{_show(value)} is longer than {_YEARS} years{_from(value)}"
-            else:
-                problem = f"{_show(value)} is not a duration (e.g. 300ms, 5m, 1h30m){_from(value)}"
+        except DurationTooLongError:
+            problem = f"{_show(value)} is longer than {_YEARS} years{_from(value)}"
+            raise ConfigError(path, problem) from None
+        except ValueError:
+            problem = f"{_show(value)} is not a duration (e.g. 300ms, 5m, 1h30m){_from(value)}"
             raise ConfigError(path, problem) from None
     if isinstance(value, int) and not isinstance(value, bool):
         if value == 0:
