@@ -120,7 +120,7 @@ def _idna(domain: str, text: str) -> str:
     """An internationalised domain in its ASCII form: UTS #46 mapping, then IDNA 2008.
 
     Default-ignorable characters (zero-width spaces and joiners, soft hyphens, ...) are refused
-    rather than dropped: ``exa\u200bmple.com`` is not silently ``example.com``.
+    rather than dropped: ``exa\\u200bmple.com`` is not silently ``example.com``.
     """
     hidden = _IGNORABLE.search(domain)
     if hidden:
