@@ -3,11 +3,11 @@
 One string is one address: ``"alice@example.com"``, ``"Alice <alice@example.com>"`` or
 ``'"Doe, John" <j@example.com>'``. Everything before the last ``<`` is the display name, so an
 unquoted ``Doe, John <j@example.com>`` is also one address. An unquoted display name may not
-hold ``@ < > " \\ : ; [ ]``: ``alice@example.com<bob@evil.com>`` would be read as Alice's address
-by mail programs and as Bob's by the envelope, so such input is refused (quote the name to mean
-it). Internationalised domains are converted to punycode with IDNA 2008 and the UTS #46 mapping
-(``faß.de`` is ``xn--fa-hia.de``); invisible (default-ignorable) characters in a domain are
-refused. A non-ASCII local part can only be sent with SMTPUTF8, which :meth:`Address.spec`
+hold ``@ < > ( ) " \\ : ; [ ]``: ``alice@example.com<bob@evil.com>`` would be read as Alice's
+address by mail programs and as Bob's by the envelope, so such input is refused (quote the name
+to mean it). Internationalised domains are converted to punycode with IDNA 2008 and the UTS #46
+mapping (``faß.de`` is ``xn--fa-hia.de``); invisible (default-ignorable) characters in a domain
+are refused. A non-ASCII local part can only be sent with SMTPUTF8, which :meth:`Address.spec`
 enforces.
 """
 
@@ -33,7 +33,7 @@ _LITERAL = re.compile(r"\[[!-Z^-~]+\]\Z")
 _ATOM_PHRASE = re.compile(rf"[{_ATEXT}]+(?: [{_ATEXT}]+)*\Z")
 _QUOTABLE = re.compile(r"[ -~]{1,60}\Z")
 _SPECIALS = frozenset('"(),:;<>@[\\]')
-_NAME_SPECIALS = re.compile(r'[@<>"\\:;\[\]]')  # refused in an unquoted display name
+_NAME_SPECIALS = re.compile(r'[@<>()"\\:;\[\]]')  # refused in an unquoted display name
 _QUOTED_NAME = re.compile(r'"(?:[^"\\]|\\.)*"\Z')
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # never meaningful in a name; parsers mangle them
 # Unicode's Default_Ignorable_Code_Point: invisible, and dropped by IDNA mapping
