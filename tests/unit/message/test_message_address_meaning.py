@@ -50,7 +50,7 @@ def header_mailboxes(header: str) -> list[str]:
 )
 def test_ambiguous_addresses_are_refused_naming_the_field(field: str, text: str) -> None:
     with pytest.raises(AddressError) as caught:
-        Email(**{field: text})
+        Email(**{field: text})  # type: ignore[arg-type]
     message = str(caught.value)
     assert message.startswith(f"{field}: {text!r}")
     assert "ambiguous" in message

@@ -22,7 +22,7 @@ from tests.readback import check_postroom, check_stdlib, wire_rules
 
 HOSTILE_CHARS = '\r\n\x00\x07\x1b\x7f\x85\u2028\u200b\u202e\ufeff<>@",;:()[]\\=?_ '
 hostile_text = st.text(
-    st.characters(blacklist_categories=("Cs",)) | st.sampled_from(HOSTILE_CHARS), max_size=40
+    st.characters(exclude_categories=["Cs"]) | st.sampled_from(HOSTILE_CHARS), max_size=40
 )
 good_local = st.sampled_from(["a", "bob", "x.y", "o'neil", "a+tag", "1"])
 good_domain = st.sampled_from(["example.com", "exämple.com", "faß.de", "例え。jp", "[192.0.2.1]"])
@@ -32,7 +32,7 @@ bad_domain = st.sampled_from(
 )
 good_spec = st.builds(lambda lo, do: f"{lo}@{do}", good_local, good_domain)
 spec = st.builds(lambda lo, do: f"{lo}@{do}", good_local | bad_local, good_domain | bad_domain)
-name_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30)
+name_text = st.text(st.characters(exclude_categories=["Cs", "Cc"]), max_size=30)
 
 
 @st.composite
@@ -55,7 +55,7 @@ def hostile_address(draw: st.DrawFn) -> str:
     return draw(hostile_text)
 
 
-one_line = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"))
+one_line = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"))
 HEADER_NAMES = ["X-Tag", "List-Id", "Resent-Bcc", "X-Postroom-Rcpt-To", "Bcc", "Content-Type"]
 GOOD_TYPES = [
     "application/octet-stream",
