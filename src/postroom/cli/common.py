@@ -117,7 +117,7 @@ def since_arg(text: str) -> datetime:
 def _in_utc(value: datetime, text: str) -> datetime:
     try:
         return value.astimezone(UTC)  # a naive value is taken as local time here
-    except (OverflowError, OSError):  # before year 1 or after 9999 in UTC
+    except (OverflowError, OSError, ValueError):  # before year 1 or after 9999 in UTC
         raise argparse.ArgumentTypeError(
             f"{text!r} is outside the times UTC can represent"
         ) from None

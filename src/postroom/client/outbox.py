@@ -400,7 +400,7 @@ def _utc(when: datetime) -> datetime:
     """``when`` in UTC (naive means local time); refuses times a payload cannot carry."""
     try:
         utc = when.astimezone(UTC)
-    except (OverflowError, OSError):
+    except (OverflowError, OSError, ValueError):
         utc = None
     if utc is None or utc > LATEST_TIME:
         raise MessageError(

@@ -366,7 +366,10 @@ class EmailFields:
 
     def _set_date(self, value: datetime) -> datetime:
         # naive means local time; a Date header has whole seconds only
-        aware = value if value.tzinfo is not None else value.astimezone()
+        try:
+            aware = value if value.tzinfo is not None else value.astimezone()
+        except (OverflowError, OSError, ValueError):  # a local time past the ends of the calendar
+            raise MessageError(f"date {value.isoformat()} cannot be given a time zone") from None
         date = self._date = aware.replace(microsecond=0)
         self._date_iso = date.isoformat()  # to_dict() runs on every enqueue
         return date

@@ -39,5 +39,9 @@ def due_at(when: datetime) -> datetime:
         raise TypeError(f"send_at() needs a datetime, not {type(when).__name__}")
     try:
         return when.astimezone(UTC)
-    except (OverflowError, OSError):  # e.g. 0001-01-01 at +01:00: before the year 1 in UTC
+    except (
+        OverflowError,
+        OSError,
+        ValueError,
+    ):  # e.g. 0001-01-01 at +01:00: before the year 1 in UTC
         raise MessageError(f"send time {when.isoformat()} cannot be represented in UTC") from None

@@ -3,6 +3,9 @@ limits, and send times a payload cannot carry."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -134,3 +137,23 @@ def test_a_delay_over_100_years_is_refused(small: Outbox) -> None:
         email().send_later(timedelta(days=999_999_999), outbox=small)
     with pytest.raises(ValueError, match="100 years"):
         email().send_later("99999999999d", outbox=small)
+
+
+def test_naive_times_past_the_calendar_are_refused_in_any_time_zone() -> None:
+    code = (
+        "from datetime import datetime\n"
+        "from postroom import Email, MessageError\n"
+        "from postroom.message.schedule import due_at\n"
+        "for when in (datetime(1, 1, 1), datetime.max):\n"
+        "    for make in (lambda: Email(date=when), lambda: due_at(when)):\n"
+        "        try:\n"
+        "            make()\n"
+        "        except MessageError as error:\n"
+        "            print(type(error).__name__)\n"
+    )
+    env = {**os.environ, "TZ": "Asia/Tokyo"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["MessageError"] * 4
