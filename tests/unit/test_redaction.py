@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
+from postroom import Email, Outbox
 from postroom.cli import main
 from postroom.config import ConfigError, QueueConfig, load_config, redact_url, render_config
 from postroom.errors import StoreError
@@ -141,3 +144,36 @@ def test_a_password_with_an_at_sign_never_reaches_the_resolver() -> None:
         open_store(f"postgresql://u:p@ssWord9@127.0.0.1:{closed_port()}/app")
     assert "ambiguous" in str(caught.value)
     assert_hidden(str(caught.value), "p@ssWord9")
+
+
+class _Lines(logging.Handler):
+    """Collects formatted log lines; ``seen`` is set at the first one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+        self.seen.set()
+
+
+def test_queue_errors_and_log_lines_hide_the_redis_password() -> None:
+    url = f"redis://:Word9e%2Fx@127.0.0.1:{closed_port()}/0"
+    config = load_config({"email": {"queue": {"default": {"url": url}}}}, env={})
+    assert_hidden(repr(config), "Word9e%2Fx")
+    lines = _Lines()
+    logger = logging.getLogger("postroom.client")
+    logger.addHandler(lines)
+    outbox = Outbox(config, flush_timeout_s=0)
+    try:
+        Email(from_="a@example.com", to="b@example.com", text="x").enqueue(outbox=outbox)
+        assert lines.seen.wait(10), "the outbox logged no warning"
+    finally:
+        outbox.close(0)
+        logger.removeHandler(lines)
+    text = "\n".join(lines.lines)
+    assert "cannot push" in text and "QueueError" in text
+    assert_hidden(text, "Word9e%2Fx")
+    assert_hidden(text, "Word9e/x")
