@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["MAX_DURATION", "DurationTooLongError", "format_duration", "parse_duration"]
+
+#: the longest duration postroom accepts anywhere (100 years): a time plus it stays representable
+MAX_DURATION = timedelta(days=36525)
 
 _UNITS_S = {
     "ns": 1e-9,
@@ -23,6 +26,12 @@ _UNITS_S = {
     "h": 3600.0,
     "d": 86400.0,
 }
+
+
+class DurationTooLongError(ValueError):
+    """Raised by :func:`parse_duration` for a well-formed duration over :data:`MAX_DURATION`."""
+
+
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
 
 
@@ -30,7 +39,8 @@ def parse_duration(text: str) -> timedelta:
     """Parse a Go-style duration into a :class:`~datetime.timedelta`.
 
     A bare ``0`` is accepted; anything else needs a unit on every number. Days (``30d``) are
-    accepted as a convenience beyond Go. Negative durations and empty strings are refused with
+    accepted as a convenience beyond Go. Negative durations, empty strings and durations longer
+    than :data:`MAX_DURATION` (100 years, :class:`DurationTooLongError`) are refused with
     :class:`ValueError` naming the input.
     """
     if not isinstance(text, str):
@@ -50,6 +60,8 @@ def parse_duration(text: str) -> timedelta:
         pos = match.end()
     if pos != len(s) or pos == 0:
         raise ValueError(f"{text!r} is not a duration (expected e.g. '300ms', '5m', '1h30m')")
+    if not total_s <= MAX_DURATION.total_seconds():  # also catches an infinite sum
+        raise DurationTooLongError(f"{text!r} is longer than {MAX_DURATION.days // 365} years")
     return timedelta(seconds=total_s)
 
 

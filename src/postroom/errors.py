@@ -12,6 +12,7 @@ with ``raise ... from`` so the original stays visible.
     ├── MessageError           an Email that cannot be built, rendered or serialised
     │   ├── HeaderError        a header name or value that is not allowed (e.g. CR/LF injection)
     │   ├── AddressError       an address that does not parse or cannot be sent without SMTPUTF8
+    │   ├── LimitError         over email.max-message-size or email.max-recipients
     │   └── ParseError         a raw message that cannot be read at all
     ├── PayloadError           a queued payload that cannot be decoded (unknown version, bad JSON)
     ├── QueueError             the queue engine failed (connection refused, timeout)
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "HeaderError",
+    "LimitError",
     "MessageError",
     "NotFoundError",
     "ParseError",
@@ -70,6 +72,21 @@ class HeaderError(MessageError):
 
 class AddressError(MessageError):
     """Raised when an address does not parse, or needs SMTPUTF8 that was not asked for."""
+
+
+class LimitError(MessageError):
+    """Raised by ``enqueue()`` when an email is over a configured limit: its rendered size
+    (``email.max-message-size``) or its number of recipients (``email.max-recipients``).
+
+    ``key`` names the configuration key, ``value`` the email's size or count, ``limit`` the
+    configured limit.
+    """
+
+    def __init__(self, key: str, value: int, limit: int, problem: str) -> None:
+        self.key = key
+        self.value = value
+        self.limit = limit
+        super().__init__(problem)
 
 
 class ParseError(MessageError):

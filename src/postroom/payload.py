@@ -5,8 +5,12 @@ A payload is UTF-8 JSON bytes::
     {"v": 1, "id": "01JD...", "queued_at": "2026-11-28T09:00:00.000000+00:00",
      "send_after": "2026-11-28T09:05:00.000000+00:00", "email": {...Email.to_dict()...}}
 
-``id`` is the message id that ``enqueue()`` returned; ``send_after`` is an absolute UTC time
-(``send_later``/``send_at`` resolve durations and local times before the payload is built).
+``v`` is the integer 1 (not ``true``, not ``1.0``). ``id`` is the message id that
+``enqueue()`` returned: 1 to 64 characters from ``A-Z a-z 0-9 . _ -`` (:data:`ID_PATTERN`;
+postroom makes 26-character ULIDs), so an id can never carry a control character into a log
+line or a terminal. ``send_after`` is an absolute UTC time (``send_later``/``send_at`` resolve
+durations and local times before the payload is built); both times lie between the years 1 and
+:data:`LATEST_TIME`, so adding any configured duration to them stays representable.
 :func:`decode` refuses anything else with :class:`~postroom.errors.PayloadError`.
 """
 
@@ -14,25 +18,36 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from postroom.durations import MAX_DURATION
 from postroom.errors import PayloadError
 
 __all__ = [
+    "ID_PATTERN",
+    "LATEST_TIME",
     "PAYLOAD_VERSION",
     "QueuedEmail",
     "decode",
     "decode_email",
     "encode",
     "encode_email_json",
+    "is_message_id",
     "new_message_id",
 ]
 
 PAYLOAD_VERSION = 1
+#: what a message id may look like: 1 to 64 letters, digits, ``.``, ``_`` or ``-``
+ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+_ID = re.compile(ID_PATTERN)
+#: the latest send time a payload may carry: an expiry up to :data:`MAX_DURATION` later must
+#: still be a representable time
+LATEST_TIME = datetime.max.replace(tzinfo=UTC) - MAX_DURATION
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # every pair of base-32 digits, indexed by 10 bits: 5 lookups spell the 48-bit time part
 _DIGIT_PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]
@@ -111,6 +126,11 @@ def encode_email_json(
     ).encode()
 
 
+def is_message_id(value: object) -> bool:
+    """Whether ``value`` is a string a message id may be (see :data:`ID_PATTERN`)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
 def _time(doc: dict[str, Any], key: str) -> datetime:
     value = doc.get(key)
     if not isinstance(value, str):
@@ -121,15 +141,28 @@ def _time(doc: dict[str, Any], key: str) -> datetime:
         raise PayloadError(f"payload field {key!r}: {value!r} is not an ISO 8601 time") from exc
     if parsed.tzinfo is None:
         raise PayloadError(f"payload field {key!r}: {value!r} has no time zone")
-    return parsed.astimezone(UTC)
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or utc > LATEST_TIME:
+        raise PayloadError(
+            f"payload field {key!r}: {value!r} is outside the times postroom can represent "
+            f"(year 1 to {LATEST_TIME.isoformat()})"
+        )
+    return utc
 
 
 def decode(raw: bytes) -> QueuedEmail:
     """Parse a payload; raise :class:`PayloadError` naming what is wrong."""
     doc = _document(raw)
     message_id = doc.get("id")
-    if not isinstance(message_id, str) or not message_id:
-        raise PayloadError("payload field 'id' is missing or empty")
+    if not is_message_id(message_id):
+        shown = repr(message_id)[:80]
+        raise PayloadError(
+            f"payload field 'id': {shown} is not a message id (1 to 64 of A-Z a-z 0-9 . _ -)"
+        )
+    assert isinstance(message_id, str)
     return QueuedEmail(
         id=message_id,
         queued_at=_time(doc, "queued_at"),
@@ -153,9 +186,10 @@ def _document(raw: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise PayloadError("payload is not a JSON object")
     version = doc.get("v")
-    if version != PAYLOAD_VERSION:
+    if type(version) is not int or version != PAYLOAD_VERSION:  # True == 1 == 1.0
+        version = repr(version)[:40]
         raise PayloadError(
-            f"payload version {version!r} is not supported (this postroom reads {PAYLOAD_VERSION})"
+            f"payload version {version} is not supported (this postroom reads {PAYLOAD_VERSION})"
         )
     if not isinstance(doc.get("email"), dict):
         raise PayloadError("payload field 'email' is missing or not an object")

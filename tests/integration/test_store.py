@@ -777,7 +777,7 @@ def test_unreachable_postgres_is_a_store_error_without_the_password() -> None:
     with open_store(url) as s, pytest.raises(StoreError) as caught:
         s.migrate()
     message = str(caught.value)
-    assert message.startswith("cannot connect to database postgresql+psycopg://postroom:***@")
+    assert message.startswith("cannot connect to database postgresql+psycopg://postroom:********@")
     assert "s3cret-pw" not in message
     assert isinstance(caught.value.__cause__, Exception)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -477,3 +478,68 @@ def test_send_fails_when_the_queue_does_not_take_it(
     last = err.strip().splitlines()[-1]
     assert last.startswith("postroom: the queue did not take message ")
     assert "within 200ms (email.flush-timeout)" in last
+
+
+# -- control characters never reach the terminal -------------------------------------------------
+
+EVIL = "\x1b]0;owned\x07\x1b[2J\u202eevil\x9b31m"
+
+
+def _evil_message(store: Store, message_id: str) -> None:
+    store.insert_messages([replace(_new(message_id), subject=f"Hi {EVIL}")])
+    now = datetime.now(UTC)
+    assert [c.id for c in store.claim_due("host-a:42", 10, 60, now)] == [message_id]
+    store.finish(
+        "host-a:42",
+        [
+            Finish(
+                id=message_id,
+                status="failed",
+                attempt=_attempt(550, "5.7.1", f"denied {EVIL}", "permanent"),
+                count_fail=True,
+                failure=f"550 5.7.1 denied {EVIL}",
+                next_attempt_at=None,
+                pending_recipients=[],
+                sent_at=None,
+            )
+        ],
+    )
+
+
+def _assert_inert(text: str) -> None:
+    for char in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert char not in text, f"{char!r} reached the output"
+
+
+def test_status_and_stats_escape_control_characters(
+    config_path: str, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _evil_message(store, "EVIL1")
+    code, out, err = _run(["status", "-c", config_path, "EVIL1"], capsys)
+    assert (code, err) == (0, "")
+    _assert_inert(out)
+    assert "Hi \\x1b]0;owned\\x07\\x1b[2J\\u202eevil\\x9b31m" in out  # shown, escaped
+    assert out.count("\\x1b") == 6  # subject, failure and reply, two each
+    code, out, err = _run(["stats", "-c", config_path], capsys)
+    assert code == 0
+    _assert_inert(out)
+    assert "denied \\x1b]0;owned" in out
+
+
+def test_json_output_escapes_control_characters(
+    config_path: str, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _evil_message(store, "EVIL2")
+    code, out, _ = _run(["status", "--json", "-c", config_path, "EVIL2"], capsys)
+    assert code == 0
+    _assert_inert(out)
+    assert json.loads(out)["message"]["subject"] == f"Hi {EVIL}"  # the JSON still says it all
+
+
+def test_error_messages_escape_control_characters(
+    config_path: str, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(["status", "-c", config_path, "no\x1b[2Jsuch"], capsys)
+    assert code == 1
+    _assert_inert(err)
+    assert "no\\x1b[2Jsuch" in err

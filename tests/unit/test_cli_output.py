@@ -13,6 +13,7 @@ from postroom.cli.output import (
     fmt_time,
     json_time,
     print_json,
+    printable,
     record_to_json,
     table,
 )
@@ -89,3 +90,26 @@ def test_print_json_prints_one_parsable_document(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert json.loads(out) == {"b": 1, "a": ["é"]}
     assert out.index('"a"') < out.index('"b"')  # stable, sorted keys
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("plain é ✓", "plain é ✓"),
+        ("a\x1b[2Jb", "a\\x1b[2Jb"),
+        ("bell\x07 del\x7f csi\x9b", "bell\\x07 del\\x7f csi\\x9b"),
+        ("line\r\nforged", "line\\x0d\\x0aforged"),
+        ("rtl\u202eexe.txt", "rtl\\u202eexe.txt"),
+        ("sep\u2028x", "sep\\u2028x"),
+    ],
+)
+def test_printable_escapes_what_a_terminal_would_act_on(raw: str, shown: str) -> None:
+    assert printable(raw) == shown
+    assert table([[raw, raw]]) == f"{shown}  {shown}"
+
+
+def test_json_output_escapes_what_json_leaves_raw(capsys: pytest.CaptureFixture[str]) -> None:
+    print_json({"s": "a\x1b\x9b\x7f\u202e\u2028b"})
+    out = capsys.readouterr().out
+    assert out == '{\n  "s": "a\\u001b\\u009b\\u007f\\u202e\\u2028b"\n}\n'
+    assert json.loads(out) == {"s": "a\x1b\x9b\x7f\u202e\u2028b"}

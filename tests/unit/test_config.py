@@ -556,8 +556,9 @@ email:
     smtp:
       port: ${SMTP_PORT}
       verify: ${SMTP_VERIFY}
-      helo: mail-$${NOT_A_VAR}-${SUFFIX}
+      helo: mail-${SUFFIX}.example.com
       auth:
+        identity: id-$${NOT_A_VAR}-${SUFFIX}
         username: user
         password: ${SMTP_PASSWORD}
 """
@@ -577,7 +578,8 @@ def test_variables_are_substituted_and_typed(tmp_path: Path) -> None:
     assert queue.host == "fallback-host"
     assert queue.redis_url() == "redis://:r-secret@cache:6379/0"
     assert (smtp.port, smtp.verify) == (587, False)
-    assert smtp.helo == "mail-${NOT_A_VAR}-x"
+    assert smtp.helo == "mail-x.example.com"
+    assert smtp.auth.identity == "id-${NOT_A_VAR}-x"
     assert smtp.auth.password.reveal() == "s-secret"
     for shown in (repr(config), render_config(config)):
         assert "r-secret" not in shown and "s-secret" not in shown
@@ -602,8 +604,8 @@ def test_variable_set_but_empty_gives_an_empty_string(tmp_path: Path) -> None:
 
 
 def test_mapping_sources_are_not_substituted() -> None:
-    config = load_config({"email": {"server": {"smtp": {"helo": "${X}"}}}}, env={})
-    assert config.email.server.smtp.helo == "${X}"
+    config = load_config({"email": {"server": {"dispatcher-id": "${X}"}}}, env={})
+    assert config.email.server.dispatcher_id == "${X}"
 
 
 # ---- environment overrides and precedence -------------------------------------------------

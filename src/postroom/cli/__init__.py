@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from postroom.cli import config_cmd, inspect, manage, send, serve
 from postroom.cli.common import Subparsers, UsageError
+from postroom.cli.output import printable
 from postroom.errors import ConfigError, MessageError, PostroomError
 
 __all__ = ["build_parser", "main"]
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(problem: object, code: int) -> int:
-    print(f"postroom: {problem}", file=sys.stderr)
+    print(f"postroom: {printable(str(problem))}", file=sys.stderr)
     return code
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from postroom.durations import parse_duration
+from postroom.durations import DurationTooLongError, parse_duration
 from postroom.errors import NotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -94,20 +94,32 @@ def when_arg(text: str) -> datetime:
             f"{text!r} is not an ISO 8601 time (expected e.g. 2026-12-01T09:00 or "
             "2026-12-01T09:00:00+01:00)"
         ) from None
-    return value.astimezone(UTC)  # a naive value is taken as local time here
+    return _in_utc(value, text)
 
 
 def since_arg(text: str) -> datetime:
     """argparse type: how far back, as a duration (``24h``) or an ISO 8601 time. Returns UTC."""
     try:
         return now() - parse_duration(text)
+    except DurationTooLongError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     except ValueError:
         pass
     try:
-        return when_arg(text)
-    except argparse.ArgumentTypeError:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a duration (e.g. 24h, 7d) nor an ISO 8601 time"
+        ) from None
+    return _in_utc(value, text)
+
+
+def _in_utc(value: datetime, text: str) -> datetime:
+    try:
+        return value.astimezone(UTC)  # a naive value is taken as local time here
+    except (OverflowError, OSError, ValueError):  # before year 1 or after 9999 in UTC
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is outside the times UTC can represent"
         ) from None
 
 

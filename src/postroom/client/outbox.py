@@ -49,8 +49,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from postroom.client.buffer import Buffer
-from postroom.errors import ConfigError, QueueError
-from postroom.payload import encode_email_json, new_message_id
+from postroom.errors import ConfigError, LimitError, MessageError, QueueError
+from postroom.payload import LATEST_TIME, encode_email_json, new_message_id
 from postroom.queue import QueueEngine, engine_class, open_queue
 
 if TYPE_CHECKING:
@@ -62,6 +62,12 @@ _log = logging.getLogger("postroom.client")
 
 #: most payloads handed to one ``QueueEngine.push()`` call
 MAX_BATCH = 500
+
+# An email's rendered size is at most this many bytes per character of its JSON snapshot, plus
+# the overhead: quoted-printable writes a 4-byte character as 12 bytes, encoded-words about as
+# much, and a text part generated from the HTML repeats it. Below that bound nothing is rendered.
+_BYTES_PER_CHAR = 30
+_MIME_OVERHEAD = 64 * 1024
 
 _UNOPENED_LABEL = "queue engine"
 
@@ -80,6 +86,22 @@ class Submittable(Protocol):
 
     def to_json(self) -> str:
         """The email as compact JSON text (``Email.to_dict()`` in JSON): the snapshot."""
+
+    def to_bytes(self) -> bytes:
+        """The rendered message (measured against ``email.max-message-size``)."""
+
+    @property
+    def envelope_recipients(self) -> list[str]:
+        """Every recipient, Bcc included (counted against ``email.max-recipients``)."""
+
+    @property
+    def to(self) -> list[str]: ...
+
+    @property
+    def cc(self) -> list[str]: ...
+
+    @property
+    def bcc(self) -> list[str]: ...
 
 
 def retry_delay_s(
@@ -142,6 +164,8 @@ class Outbox:
         self.flush_timeout_s = (
             email_cfg.flush_timeout.total_seconds() if flush_timeout_s is None else flush_timeout_s
         )
+        self.max_message_size = email_cfg.max_message_size
+        self.max_recipients = email_cfg.max_recipients
         _require("buffer", self.capacity, 1)
         _require("enqueue_timeout_s", self.enqueue_timeout_s, 0)
         _require("flush_timeout_s", self.flush_timeout_s, 0)
@@ -183,20 +207,51 @@ class Outbox:
 
         Returns the message id at once; the push happens in the background. A naive
         ``send_after`` is local time. Raises :class:`~postroom.errors.MessageError` for an
-        invalid email (nothing is queued), :class:`~postroom.errors.BufferFullError` when the
+        invalid email or a send time after :data:`~postroom.payload.LATEST_TIME` (nothing is
+        queued), :class:`~postroom.errors.LimitError` for an email over
+        ``email.max-message-size`` or ``email.max-recipients``,
+        :class:`~postroom.errors.BufferFullError` when the
         buffer stayed full for ``enqueue_timeout_s``, :class:`~postroom.errors.QueueError` after
         :meth:`close`.
         """
         email.validate()
         email.ensure_identity()
+        self._check_recipients(email)
         message_id = new_message_id()
         now = datetime.now(UTC)
-        when = now if send_after is None else max(send_after.astimezone(UTC), now)
-        item: _Item = (message_id, email.to_json(), when, now)
+        when = now if send_after is None else max(_utc(send_after), now)
+        snapshot = email.to_json()
+        if len(snapshot) * _BYTES_PER_CHAR + _MIME_OVERHEAD > self.max_message_size:
+            self._check_size(email)  # only a large email can be too large: render it
+        item: _Item = (message_id, snapshot, when, now)
         if self._thread is None:
             self._start_pusher()
         self._buffer.put(item, self.enqueue_timeout_s)
         return message_id
+
+    def _check_recipients(self, email: Submittable) -> None:
+        limit = self.max_recipients
+        if len(email.to) + len(email.cc) + len(email.bcc) <= limit:
+            return  # duplicates only make the envelope shorter
+        count = len(email.envelope_recipients)
+        if count > limit:
+            raise LimitError(
+                "email.max-recipients",
+                count,
+                limit,
+                f"the email has {count} recipients (to, cc and bcc); "
+                f"email.max-recipients allows {limit}",
+            )
+
+    def _check_size(self, email: Submittable) -> None:
+        size, limit = len(email.to_bytes()), self.max_message_size
+        if size > limit:
+            raise LimitError(
+                "email.max-message-size",
+                size,
+                limit,
+                f"the rendered email is {size} bytes; email.max-message-size allows {limit}",
+            )
 
     def enqueue(self, email: Submittable) -> str:
         """Queue ``email`` to be sent now; return its message id. See :meth:`submit`."""
@@ -339,6 +394,21 @@ class Outbox:
             # either (closing could tear down a socket or file lock the parent still uses).
             _inherited_engines.append(self._engine)
             self._engine = None
+
+
+def _utc(when: datetime) -> datetime:
+    """``when`` in UTC (naive means local time); refuses times a payload cannot carry."""
+    try:
+        utc = when.astimezone(UTC)
+    except (OverflowError, OSError, ValueError):
+        utc = None
+    if utc is None or utc > LATEST_TIME:
+        raise MessageError(
+            f"send time {when.isoformat()} is too late or cannot be represented in UTC: "
+            f"postroom schedules up to {LATEST_TIME:%Y-%m-%d}, so that its expiry "
+            "(send time + email.server.max-time) stays representable"
+        )
+    return utc
 
 
 def _label(engine: QueueEngine) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import math
 import re
@@ -21,7 +22,12 @@ from datetime import timedelta
 from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
-from postroom.durations import format_duration, parse_duration
+from postroom.durations import (
+    MAX_DURATION,
+    DurationTooLongError,
+    format_duration,
+    parse_duration,
+)
 from postroom.errors import ConfigError
 
 from ._model import (
@@ -37,6 +43,7 @@ from ._model import (
     Secret,
     ServerConfig,
     SmtpConfig,
+    ambiguous_userinfo,
     redact_url,
 )
 
@@ -45,6 +52,8 @@ _SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT = re.compile(r"\s*[+-]?\d+\s*")
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
+_YEARS = MAX_DURATION.days // 365
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class Text(str):
@@ -227,10 +236,15 @@ def _as_secret(value: object, path: str, meta: Mapping[str, object]) -> Secret:
 
 def _as_duration(value: object, path: str, meta: Mapping[str, object]) -> timedelta:
     if isinstance(value, timedelta):
+        if abs(value) > MAX_DURATION:
+            raise ConfigError(path, f"{_fmt(value)} is longer than {_YEARS} years")
         return value
     if isinstance(value, str):
         try:
             return parse_duration(value)
+        except DurationTooLongError:
+            problem = f"{_show(value)} is longer than {_YEARS} years{_from(value)}"
+            raise ConfigError(path, problem) from None
         except ValueError:
             problem = f"{_show(value)} is not a duration (e.g. 300ms, 5m, 1h30m){_from(value)}"
             raise ConfigError(path, problem) from None
@@ -369,12 +383,20 @@ def _sqlite_file(url: str, path: str) -> str:
         return ":memory:"
     if not rest.startswith("/"):
         raise ConfigError(
-            path, f"{_show(url)} is not sqlite:///relative/path or sqlite:////abs/path"
+            path,
+            f"{_show(redact_url(url))} is not sqlite:///relative/path or sqlite:////abs/path",
         )
     return rest[1:]
 
 
 def _check_port(url: str, path: str) -> None:
+    """Refuse a URL whose password or port parsers would read differently, naming the key."""
+    if ambiguous_userinfo(url):
+        raise ConfigError(
+            path,
+            f"{_show(redact_url(url))} is ambiguous: write '@', '/', '?' and '#' in the user "
+            "name and password percent-encoded (%40, %2F, %3F, %23)",
+        )
     try:
         urlsplit(url).port  # noqa: B018 - parsing the port is the check
     except ValueError:
@@ -396,6 +418,19 @@ def _check_smtp(smtp: SmtpConfig, data: Mapping[str, object], path: str) -> Smtp
     if bool(auth.username) != bool(auth.password):
         missing = "password" if auth.username else "username"
         raise ConfigError(join(auth_path, missing), "is required when the other one is set")
+    if smtp.tls == "none" and auth.password and not smtp.allow_plaintext_password:
+        raise ConfigError(
+            join(path, "tls"),
+            f"is none while {join(auth_path, 'password')} is set: the password would cross the "
+            f"network in clear; use starttls or implicit, or set "
+            f"{join(path, 'allow-plaintext-password')}: true",
+        )
+    if smtp.helo is not None and not _is_helo_name(smtp.helo):
+        raise ConfigError(
+            join(path, "helo"),
+            f"{_show(smtp.helo)} is neither a host name (mail.example.com) nor an address "
+            "literal ([192.0.2.1], [IPv6:2001:db8::1])",
+        )
     return smtp
 
 
@@ -405,6 +440,19 @@ def _check_server(server: ServerConfig, data: Mapping[str, object], path: str) -
         every = f"{join(path, 'heartbeat')} is {format_duration(server.heartbeat)}"
         raise ConfigError(join(path, "lease"), f"{shown} ({every})")
     return server
+
+
+def _is_helo_name(name: str) -> bool:
+    """A domain (RFC 5321 ``Domain``) or an address literal (``[192.0.2.1]``, ``[IPv6:...]``)."""
+    if name.startswith("[") and name.endswith("]"):
+        literal = name[1:-1]
+        version, text = (6, literal[5:]) if literal[:5].lower() == "ipv6:" else (4, literal)
+        try:
+            return ipaddress.ip_address(text).version == version
+        except ValueError:
+            return False
+    labels = name.split(".")
+    return len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def _check_email(email: EmailConfig, data: Mapping[str, object], path: str) -> EmailConfig:

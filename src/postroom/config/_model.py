@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar, Final, Literal, TypeVar
@@ -25,13 +25,19 @@ DatabaseEngineName = Literal["sqlite3", "postgres"]
 TlsMode = Literal["auto", "starttls", "implicit", "none"]
 
 MASK: Final = "********"
+#: default ``email.max-message-size``: 25 MiB of rendered message (what large providers accept)
+MAX_MESSAGE_SIZE: Final = 25 * 1024 * 1024
+#: default ``email.max-recipients``: envelope recipients of one message, Bcc included
+MAX_RECIPIENTS: Final = 1000
 DEFAULT_QUEUE: Final = "default"
 POSTGRES_SCHEMES: Final = ("postgresql", "postgres", "postgresql+psycopg")
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
 _V = TypeVar("_V")
 _URL: Final[Mapping[str, object]] = {"url": True}
-_PASSWORD_PARAM = re.compile(r"(^|&)(password=)[^&]*", re.IGNORECASE)
+# ``password=``, ``sslpassword=``, ...: a query parameter that holds a secret, in any URL
+_PASSWORD_PARAM = re.compile(r"([?&;][A-Za-z_]*password=)[^&;#\s'\"]*", re.IGNORECASE)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
 def _limits(
@@ -83,25 +89,46 @@ class Secret:
         return bool(self._value)
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password (and any ``password=`` query parameter) shown as ``********``.
+def redact_url(text: str, *, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every secret a URL may hold shown as ``********``: the password of the user
+    info, any ``...password=`` query parameter, and each string of ``secrets``.
+
+    This is the one place postroom hides passwords; every URL shown in an error, a log line, a
+    ``repr`` or ``check-config`` goes through it. It does not need the URL to parse: the user
+    info runs from ``://`` (or the start, without a scheme) to the *last* ``@``, so a password
+    holding an unencoded ``@``, ``/``, ``?`` or ``#`` is hidden whole. When in doubt it hides
+    too much rather than too little. ``text`` may also be a message holding a URL.
 
     >>> redact_url("redis://:s3cret@cache:6379/0")
     'redis://:********@cache:6379/0'
+    >>> redact_url("postgresql://u:pa/ss#Word9@db:5432/app")
+    'postgresql://u:********@db:5432/app'
     """
-    try:
-        parts = urlsplit(url)
-        has_password = parts.password is not None
-    except ValueError:
-        return MASK
-    netloc = parts.netloc
-    if has_password:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hostport}"
-    query = _PASSWORD_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", parts.query)
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    text = _PASSWORD_PARAM.sub(lambda m: m.group(1) + MASK, text)
+    scheme = _SCHEME.search(text)
+    start = 0 if scheme is None else scheme.end()  # no scheme: maybe ``user:password@host``
+    return text[:start] + _mask_userinfo(text[start:])
+
+
+def _mask_userinfo(rest: str) -> str:
+    """``user:password@host...`` -> ``user:********@host...``; the password ends at the last @."""
+    userinfo, at, after = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon or any(char in user for char in "/?#"):
+        return rest  # no password: the ``@`` and ``:`` belong to the path or the query
+    return f"{user}:{MASK}@{after}"
+
+
+def ambiguous_userinfo(url: str) -> bool:
+    """Whether a URL's user info holds an unencoded ``@``, ``/``, ``?`` or ``#``: parsers then
+    disagree on where the password ends, and a resolver may be handed part of it as a host."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    user = userinfo.partition(":")[0]
+    if user and any(char in user for char in "/?#"):
+        return False  # the ``@`` comes after the host: not user info
+    return any(char in userinfo for char in "@/?#")
 
 
 def url_with_password(url: str, password: str) -> str:
@@ -242,7 +269,19 @@ class DatabaseConfig(_Section):
             return self.url if self.url else f"sqlite:///{self.path}"
         if not self.url:
             raise ConfigError("email.server.database.url", "is required for engine postgres")
+        _require_psycopg()
         return "postgresql+psycopg://" + self.url.partition("://")[2]
+
+
+def _require_psycopg() -> None:
+    """Refuse engine postgres without its driver, with the command that installs it."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            "email.server.database.engine",
+            "engine postgres needs the 'psycopg' package: pip install 'postroom[postgres]'",
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -263,7 +302,10 @@ class SmtpConfig(_Section):
     """The SMTP relay the dispatcher delivers through, key ``email.server.smtp``.
 
     ``tls``: ``auto`` is implicit TLS on port 465, else STARTTLS when the server offers it
-    (required when ``auth`` is set); ``starttls`` and ``implicit`` insist; ``none`` never encrypts.
+    (required when ``auth`` is set); ``starttls`` and ``implicit`` insist; ``none`` never encrypts,
+    and is refused together with a password unless ``allow_plaintext_password`` is true.
+    ``helo`` (default: this machine's name) must be a host name or an address literal
+    (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``).
     """
 
     host: str = "localhost"
@@ -285,6 +327,7 @@ class SmtpConfig(_Section):
         default=timedelta(seconds=60), metadata=_limits(above=timedelta(0))
     )
     helo: str | None = None
+    allow_plaintext_password: bool = False
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -311,7 +354,11 @@ def _default_queues() -> Mapping[str, QueueConfig]:
 
 @dataclass(frozen=True, slots=True, repr=False)
 class EmailConfig(_Section):
-    """Everything under the ``email`` key: the client side and the server side."""
+    """Everything under the ``email`` key: the client side and the server side.
+
+    ``max_message_size`` (bytes of the rendered message) and ``max_recipients`` (envelope
+    recipients, Bcc included) are checked by ``enqueue()``.
+    """
 
     buffer: int = field(default=250, metadata=_limits(at_least=1))
     enqueue_timeout: timedelta = field(
@@ -320,6 +367,10 @@ class EmailConfig(_Section):
     flush_timeout: timedelta = field(
         default=timedelta(seconds=10), metadata=_limits(at_least=timedelta(0))
     )
+    max_message_size: int = field(
+        default=MAX_MESSAGE_SIZE, metadata=_limits(at_least=1024, at_most=2**31 - 1)
+    )
+    max_recipients: int = field(default=MAX_RECIPIENTS, metadata=_limits(at_least=1))
     queue: Mapping[str, QueueConfig] = field(default_factory=_default_queues)
     server: ServerConfig = field(default_factory=ServerConfig)
 

@@ -46,7 +46,7 @@ from typing import TypeGuard
 from postroom.dispatch.parsed import ParsedEmails
 from postroom.errors import IngestFailed, PayloadError, PostroomError, QueueError, StoreError
 from postroom.message import Email
-from postroom.payload import QueuedEmail, decode
+from postroom.payload import ID_PATTERN, QueuedEmail, decode, is_message_id
 from postroom.queue.base import QueueEngine, Taken
 from postroom.store import NewMessage, Store
 
@@ -59,13 +59,12 @@ GIVE_UP_AFTER_ROUNDS = 5
 _FIRST_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 5.0
 _TAKE_TIMEOUT_S = 1.0
-_MAX_ID_LENGTH = 200
 _MAX_REASON_LENGTH = 1000
 
 
 def _usable_id(value: object) -> TypeGuard[str]:
-    """An id every database stores as given: printable text of 1 to 200 characters."""
-    return isinstance(value, str) and 0 < len(value) <= _MAX_ID_LENGTH and value.isprintable()
+    """An id of the documented alphabet and length (:data:`postroom.payload.ID_PATTERN`)."""
+    return is_message_id(value)
 
 
 def _poison_id(raw: bytes) -> str:
@@ -155,7 +154,7 @@ def _parse_payload(
         reason = f"payload cannot be decoded: {_reason(exc)}"
         return _failed_row(_poison_id(raw), raw, reason, now), None
     if not _usable_id(queued.id):
-        reason = f"payload field 'id' is not printable text of at most {_MAX_ID_LENGTH} characters"
+        reason = f"payload field 'id' does not match {ID_PATTERN}"
         return _failed_row(_poison_id(raw), raw, reason, now), None
     try:
         email = Email.from_dict(queued.email)

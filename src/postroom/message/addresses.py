@@ -2,9 +2,13 @@
 
 One string is one address: ``"alice@example.com"``, ``"Alice <alice@example.com>"`` or
 ``'"Doe, John" <j@example.com>'``. Everything before the last ``<`` is the display name, so an
-unquoted ``Doe, John <j@example.com>`` is also one address. Internationalised domains are
-converted to punycode (IDNA 2003, the codec Python ships); a non-ASCII local part can only be
-sent with SMTPUTF8, which :meth:`Address.spec` enforces.
+unquoted ``Doe, John <j@example.com>`` is also one address. An unquoted display name may not
+hold ``@ < > ( ) " \\ : ; [ ]``: ``alice@example.com<bob@evil.com>`` would be read as Alice's
+address by mail programs and as Bob's by the envelope, so such input is refused (quote the name
+to mean it). Internationalised domains are converted to punycode with IDNA 2008 and the UTS #46
+mapping (``faß.de`` is ``xn--fa-hia.de``); invisible (default-ignorable) characters in a domain
+are refused. A non-ASCII local part can only be sent with SMTPUTF8, which :meth:`Address.spec`
+enforces.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import idna
 
 from postroom.errors import AddressError, HeaderError
 from postroom.message.headers import check_value, encoded_words, fold
@@ -27,7 +33,15 @@ _LITERAL = re.compile(r"\[[!-Z^-~]+\]\Z")
 _ATOM_PHRASE = re.compile(rf"[{_ATEXT}]+(?: [{_ATEXT}]+)*\Z")
 _QUOTABLE = re.compile(r"[ -~]{1,60}\Z")
 _SPECIALS = frozenset('"(),:;<>@[\\]')
+_NAME_SPECIALS = re.compile(r'[@<>()"\\:;\[\]]')  # refused in an unquoted display name
+_QUOTED_NAME = re.compile(r'"(?:[^"\\]|\\.)*"\Z')
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # never meaningful in a name; parsers mangle them
+# Unicode's Default_Ignorable_Code_Point: invisible, and dropped by IDNA mapping
+_IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,19 +109,52 @@ def _unquote(name: str) -> str:
 def _ascii_domain(domain: str, text: str) -> str:
     if _LITERAL.match(domain):
         return domain
-    if domain.isascii():
-        ascii_domain = domain
-    else:
-        try:
-            ascii_domain = domain.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise AddressError(
-                f"{text!r}: the domain cannot be converted to IDNA ({exc})"
-            ) from None
+    ascii_domain = domain if domain.isascii() else _idna(domain, text)
     labels = ascii_domain.split(".")
     if len(ascii_domain) > 253 or not all(_LABEL.match(label) for label in labels):
         raise AddressError(f"{text!r} is not a valid email address (bad domain {domain!r})")
     return ascii_domain
+
+
+def _idna(domain: str, text: str) -> str:
+    """An internationalised domain in its ASCII form: UTS #46 mapping, then IDNA 2008.
+
+    Default-ignorable characters (zero-width spaces and joiners, soft hyphens, ...) are refused
+    rather than dropped: ``exa\\u200bmple.com`` is not silently ``example.com``.
+    """
+    hidden = _IGNORABLE.search(domain)
+    if hidden:
+        raise AddressError(
+            f"{text!r}: the domain holds the invisible character U+{ord(hidden.group()):04X}"
+        )
+    try:
+        mapped = idna.uts46_remap(domain, std3_rules=False, transitional=False)
+        labels = [
+            label if label.isascii() else idna.alabel(label).decode("ascii")
+            for label in mapped.split(".")
+        ]
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise AddressError(f"{text!r}: the domain is not a valid IDNA 2008 name ({exc})") from None
+    return ".".join(labels)
+
+
+def _display_name(raw: str, text: str) -> str:
+    """The display name written before ``<``: a whole quoted string, or words without the
+    characters that would make mail programs read another address out of it."""
+    if raw.startswith('"'):
+        if not _QUOTED_NAME.match(raw):
+            raise AddressError(
+                f"{text!r} is ambiguous: the quoted display name does not end where it should "
+                '(escape a " inside it as \\")'
+            )
+        return _unquote(raw)
+    special = _NAME_SPECIALS.search(raw)
+    if special:
+        raise AddressError(
+            f"{text!r} is ambiguous: the display name holds {special.group()!r}; quote the name "
+            '("...") or give each address as its own string'
+        )
+    return raw
 
 
 def _split(text: str) -> tuple[str, str]:
@@ -116,7 +163,7 @@ def _split(text: str) -> tuple[str, str]:
         start = text.rfind("<")
         if start == -1:
             raise AddressError(f"{text!r} is not a valid email address (unbalanced '>')")
-        return _unquote(text[:start].strip()), text[start + 1 : -1].strip()
+        return _display_name(text[:start].strip(), text), text[start + 1 : -1].strip()
     if "<" in text or ">" in text:
         raise AddressError(f"{text!r} is not a valid email address (unbalanced '<')")
     if text.count("@") > 1 and ("," in text or ";" in text or " " in text):

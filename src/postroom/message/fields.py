@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-from postroom.errors import MessageError
+from postroom.errors import AddressError, MessageError
 from postroom.message.addresses import Address, parse_address
 from postroom.message.attachment import Attachment
 from postroom.message.headers import check_headers, check_message_id, check_value
@@ -154,8 +154,11 @@ class EmailFields:
     # -- addresses ------------------------------------------------------------------------------
     def _parsed(self, value: object, field: str) -> Address:
         address = parse_address(value, field)
-        if not self._smtputf8:
-            address.spec(False)  # refuses a non-ASCII local part now rather than at send time
+        if not self._smtputf8 and not address.local.isascii():
+            try:
+                address.spec(False)  # refuses a non-ASCII local part now, not at send time
+            except AddressError as exc:
+                raise AddressError(f"{field}: {exc}") from None
         return address
 
     def _address(self, value: object, field: str) -> str:
@@ -363,7 +366,10 @@ class EmailFields:
 
     def _set_date(self, value: datetime) -> datetime:
         # naive means local time; a Date header has whole seconds only
-        aware = value if value.tzinfo is not None else value.astimezone()
+        try:
+            aware = value if value.tzinfo is not None else value.astimezone()
+        except (OverflowError, OSError, ValueError):  # a local time past the ends of the calendar
+            raise MessageError(f"date {value.isoformat()} cannot be given a time zone") from None
         date = self._date = aware.replace(microsecond=0)
         self._date_iso = date.isoformat()  # to_dict() runs on every enqueue
         return date

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from postroom.errors import HeaderError
 
 __all__ = [
+    "BLIND_HEADERS",
     "check_headers",
     "check_message_id",
     "check_name",
@@ -61,6 +62,9 @@ _FIELD_HEADERS = {
 _MIME_HEADERS = frozenset(
     {"mime-version", "content-type", "content-transfer-encoding", "content-disposition"}
 )
+#: headers that name blind recipients (``X-Postroom-Rcpt-To`` is the envelope line the capture
+#: server writes on top of each ``.eml`` file): never set, never kept by ``from_bytes()``
+BLIND_HEADERS = frozenset({"resent-bcc", "x-postroom-rcpt-to"})
 
 
 def check_name(name: object) -> str:
@@ -242,6 +246,10 @@ def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
             )
         if lowered in _MIME_HEADERS:
             raise HeaderError(f"header {name!r} is written by postroom and cannot be set")
+        if lowered in BLIND_HEADERS:
+            raise HeaderError(
+                f"header {name!r} would show blind recipients to everyone: use the bcc field"
+            )
         if lowered in seen:
             raise HeaderError(f"header {name!r} is given twice (names ignore case)")
         seen.add(lowered)

@@ -11,7 +11,9 @@ result onto Email fields and forgives what real mail gets wrong:
   gets one (``attachment-2.pdf``, ``<subject>.eml`` for a forwarded message);
 * an address that does not parse is skipped; a header with a line break inside (possible
   after RFC 2047 decoding) gets spaces instead; trace headers (Received, DKIM-Signature, ...)
-  are dropped, other extra headers are kept (the first one of each name);
+  are dropped, and so are ``Resent-Bcc`` and the ``X-Postroom-Rcpt-To`` envelope line of a
+  captured ``.eml`` (both name blind recipients); other extra headers are kept (the first one of
+  each name);
 * the Message-ID and Date are kept, so re-rendering keeps the message's identity.
 
 Only input that is not a message at all (empty, no header) raises :class:`ParseError`.
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING
 from postroom.errors import MessageError, ParseError
 from postroom.message.addresses import CONTROL, Address, parse_address
 from postroom.message.attachment import Attachment, check_content_id, split_content_type
+from postroom.message.headers import BLIND_HEADERS
 
 if TYPE_CHECKING:
     from postroom.message.email import Email
@@ -126,7 +129,9 @@ def _extra_headers(message: Message) -> dict[str, str]:
     seen: set[str] = set()
     for name in message:
         lowered = name.lower()
-        if lowered in _OWN_HEADERS or lowered in _TRACE_HEADERS or lowered.startswith("arc-"):
+        if lowered in _OWN_HEADERS or lowered in _TRACE_HEADERS or lowered in BLIND_HEADERS:
+            continue
+        if lowered.startswith("arc-"):
             continue
         if lowered in seen or not re.fullmatch(r"[!-9;-~]{1,200}", name):
             continue

@@ -11,8 +11,11 @@ Bodies: text is ``7bit`` when it is plain ASCII with short lines, else ``quoted-
 attachments are ``base64`` in 76-character lines, except a 7-bit ``message/rfc822`` (a forwarded
 message), which RFC 2046 requires to stay unencoded. Boundaries are derived from the
 Message-ID, so rendering the same Email twice gives the same bytes; they contain ``=_``, which
-never occurs in base64 or quoted-printable output, and a 7-bit body containing ``=_`` is written
-as quoted-printable, so a boundary can never collide with content.
+never occurs in base64 or quoted-printable output, and a 7-bit text body containing ``=_`` is
+written as quoted-printable. A forwarded message is written as it is, so every boundary is also
+checked against the parts it encloses; if it occurs there, a boundary derived from a hash of
+those parts is used instead (still the same on every render). No boundary ever occurs inside
+the parts it encloses.
 """
 
 from __future__ import annotations
@@ -76,10 +79,11 @@ def _text_leaf(subtype: str, text: str) -> _Leaf:
 
 
 def _rfc822_body(content: bytes) -> bytes | None:
-    """A forwarded message with CRLF line endings, or None when it is not 7-bit clean."""
+    """A forwarded message with CRLF line endings (a lone CR or LF ends a line too), or None
+    when it is not 7-bit clean."""
     if not content.isascii() or b"\0" in content:
         return None
-    lines = content.replace(b"\r\n", b"\n").split(b"\n")
+    lines = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
     if max(map(len, lines)) > HARD_LIMIT:
         return None
     return b"\r\n".join(lines)
@@ -172,26 +176,49 @@ def _top_headers(email: Email) -> list[str]:
     return lines
 
 
-def _emit(node: _Leaf | _Multi, out: list[bytes], seed: str, counter: Iterator[int]) -> None:
-    """Append ``node``'s content headers, the blank line and its body to ``out``."""
+def _emit(node: _Leaf | _Multi, seed: str, counter: Iterator[int]) -> list[bytes]:
+    """``node``'s content headers, the blank line and its body, as chunks to join.
+
+    Every chunk edge has CR or LF on one side, and a boundary holds neither, so a boundary that
+    occurs in no chunk occurs nowhere in the part it encloses.
+    """
     if isinstance(node, _Leaf):
-        out.append(node.headers.encode("ascii") + b"\r\n")
-        out.append(node.body)
-        return
-    boundary = f"=_{seed}.{next(counter)}".encode("ascii")
-    out.append(b"Content-Type: multipart/" + node.subtype.encode("ascii") + b";\r\n")
+        return [node.headers.encode("ascii") + b"\r\n", node.body]
+    index = next(counter)  # numbered before the children: the outermost part is 0
+    children = [_emit(part, seed, counter) for part in node.parts]
+    boundary = _boundary(seed, index, children)
+    out = [b"Content-Type: multipart/" + node.subtype.encode("ascii") + b";\r\n"]
     out.append(b' boundary="' + boundary + b'"\r\n\r\n')
-    for part in node.parts:
+    for child in children:
         out.append(b"--" + boundary + b"\r\n")
-        _emit(part, out, seed, counter)
+        out += child
         out.append(b"\r\n")
     out.append(b"--" + boundary + b"--\r\n")
+    return out
+
+
+def _boundary(seed: str, index: int, children: list[list[bytes]]) -> bytes:
+    """``=_<seed>.<index>``, unless that occurs in the enclosed parts (a forwarded message may
+    hold anything, and the Message-ID the seed comes from may be chosen by anyone): then one
+    derived from a hash of the parts too, which no content can foresee. Same input, same bytes.
+    """
+    boundary = f"=_{seed}.{index}".encode("ascii")
+    chunks = [chunk for child in children for chunk in child]
+    if not any(boundary in chunk for chunk in chunks):
+        return boundary
+    digest = hashlib.blake2b(seed.encode("ascii"), digest_size=12)
+    for chunk in chunks:
+        digest.update(chunk)
+    for attempt in itertools.count():
+        boundary = f"=_{digest.hexdigest()}.{index}.{attempt}".encode("ascii")
+        if not any(boundary in chunk for chunk in chunks):
+            return boundary
+    raise AssertionError("unreachable")  # pragma: no cover - itertools.count() never ends
 
 
 def render(email: Email) -> bytes:
     """The rendered message; ``email`` must have passed ``validate()``."""
     head = "".join(_top_headers(email))
-    out = [head.encode("utf-8" if email.smtputf8 else "ascii")]
     seed = hashlib.blake2b(email.message_id.encode("ascii"), digest_size=9).hexdigest()
-    _emit(_structure(email), out, seed, itertools.count())
-    return b"".join(out)
+    body = _emit(_structure(email), seed, itertools.count())
+    return b"".join([head.encode("utf-8" if email.smtputf8 else "ascii"), *body])

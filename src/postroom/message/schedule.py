@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from postroom.durations import parse_duration
+from postroom.durations import MAX_DURATION, parse_duration
+from postroom.errors import MessageError
 
 __all__ = ["due_at", "due_in"]
 
@@ -12,12 +13,14 @@ __all__ = ["due_at", "due_in"]
 def due_in(delay: str | timedelta, now: datetime | None = None) -> datetime:
     """The aware UTC time ``delay`` after ``now`` (default: the current time).
 
-    ``delay`` is a Go-style duration (``"300ms"``, ``"5m"``, ``"1h30m"``) or a timedelta.
-    A negative or malformed delay raises :class:`ValueError` naming it.
+    ``delay`` is a Go-style duration (``"300ms"``, ``"5m"``, ``"1h30m"``) or a timedelta of at
+    most 100 years. A negative, malformed or longer delay raises :class:`ValueError` naming it.
     """
     if isinstance(delay, timedelta):
         if delay < timedelta(0):
             raise ValueError(f"delay {delay!r} is negative: use send_at() for a time in the past")
+        if delay > MAX_DURATION:
+            raise MessageError(f"delay {delay!r} is longer than {MAX_DURATION.days // 365} years")
         offset = delay
     elif isinstance(delay, str):
         offset = parse_duration(delay)
@@ -29,7 +32,16 @@ def due_in(delay: str | timedelta, now: datetime | None = None) -> datetime:
 
 def due_at(when: datetime) -> datetime:
     """``when`` as an aware UTC time; a naive ``when`` is local time. A past time stays as is
-    (the client sends it right away)."""
+    (the client sends it right away); a time UTC cannot represent raises
+    :class:`~postroom.errors.MessageError`. The outbox refuses times after
+    :data:`postroom.payload.LATEST_TIME`."""
     if not isinstance(when, datetime):
         raise TypeError(f"send_at() needs a datetime, not {type(when).__name__}")
-    return when.astimezone(UTC)
+    try:
+        return when.astimezone(UTC)
+    except (
+        OverflowError,
+        OSError,
+        ValueError,
+    ):  # e.g. 0001-01-01 at +01:00: before the year 1 in UTC
+        raise MessageError(f"send time {when.isoformat()} cannot be represented in UTC") from None

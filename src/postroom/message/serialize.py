@@ -94,9 +94,10 @@ def from_dict(data: Mapping[str, Any]) -> Email:
     if not isinstance(data, Mapping):
         raise MessageError(f"email data must be a dict, not {type(data).__name__}")
     version = data.get("v")
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:  # True == 1 == 1.0
         raise MessageError(
-            f"email data version {version!r} is not supported (this postroom reads {VERSION})"
+            f"email data version {repr(version)[:40]} is not supported "
+            f"(this postroom reads {VERSION})"
         )
     unknown = set(data) - set(_FIELDS) - {"v", "date", "attachments"}
     if unknown:

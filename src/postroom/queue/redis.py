@@ -62,6 +62,7 @@ import redis as redis_lib
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from postroom.config import redact_url
 from postroom.errors import ConfigError, QueueError
 from postroom.queue.base import QueueEngine, Taken
 
@@ -369,9 +370,7 @@ class RedisQueue(QueueEngine):
         try:
             yield
         except redis_lib.exceptions.RedisError as exc:
-            detail = str(exc)
-            for secret in self._secrets:
-                detail = detail.replace(secret, "***")
+            detail = redact_url(str(exc), secrets=self._secrets)
             raise QueueError(
                 f"redis queue {self.name} at {self.server}: {action} failed: {detail}"
             ) from exc

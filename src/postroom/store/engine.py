@@ -31,6 +31,8 @@ from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
 
 from postroom._files import private_dir, private_file
+from postroom.config import redact_url
+from postroom.config._model import ambiguous_userinfo
 from postroom.errors import StoreError
 
 __all__ = [
@@ -58,11 +60,14 @@ _SQLITE_NAMES = {"sqlite", "sqlite+pysqlite"}
 
 def normalise_url(url: str) -> URL:
     """Parse ``url`` and pick the driver postroom uses; refuse anything else by name."""
+    if ambiguous_userinfo(url):  # a resolver would be handed part of the password as the host
+        shown = redact_url(url)
+        raise StoreError(f"{shown!r} is ambiguous: percent-encode '@ / ? #' in the password")
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StoreError(
-            f"{url!r} is not a database URL (expected sqlite:///path or postgresql://user@host/db)"
+            f"{redact_url(url)!r} is not a database URL (expected sqlite:///path or postgresql://user@host/db)"
         ) from exc
     if parsed.drivername in _POSTGRES_NAMES:
         return parsed.set(drivername="postgresql+psycopg")

@@ -42,6 +42,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, inspect, sel
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.types import Text
 
+from postroom.config import redact_url
 from postroom.errors import NotFoundError, StoreError
 from postroom.store import batch, liveness
 from postroom.store import stats as stats_queries
@@ -88,7 +89,7 @@ class Store:
         #: ``"sqlite"`` or ``"postgresql"``
         self.dialect: str = engine.dialect.name
         #: the database URL with the password hidden, for messages and logs
-        self.url: str = engine.url.render_as_string(hide_password=True)
+        self.url: str = redact_url(engine.url.render_as_string(hide_password=False))
         self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         #: everything that differs between the engines (see :mod:`postroom.store.dialects`)
         self._dialect = dialect_for(self.dialect, self._connect, lock_path(engine))

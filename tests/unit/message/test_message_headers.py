@@ -28,7 +28,8 @@ def decoded(words: list[str]) -> str:
         ("Doe, John <j@example.com>", "Doe, John", "j@example.com"),
         ('"say \\"hi\\"" <h@example.com>', 'say "hi"', "h@example.com"),
         ("<a@example.com>", "", "a@example.com"),
-        ("a<b <x@example.com>", "a<b", "x@example.com"),
+        ('"a<b" <x@example.com>', "a<b", "x@example.com"),
+        ("J. R. Doe <j@example.com>", "J. R. Doe", "j@example.com"),
     ],
 )
 def test_parse_address(text: str, name: str, spec: str) -> None:
