@@ -16,11 +16,11 @@ with ``raise ... from`` so the original stays visible.
     ├── PayloadError           a queued payload that cannot be decoded (unknown version, bad JSON)
     ├── QueueError             the queue engine failed (connection refused, timeout)
     │   └── BufferFullError    the in-process buffer stayed full longer than the enqueue timeout
-    ├── StoreError             the database failed or refused an operation
-    │   └── NotFoundError      no message with that id
-    └── DeliveryError          an SMTP delivery did not succeed
-        ├── TemporaryDeliveryError   try again later (4yz, dropped connection, timeout)
-        └── PermanentDeliveryError   do not try again (5yz)
+    └── StoreError             the database failed or refused an operation
+        └── NotFoundError      no message with that id
+
+A delivery's outcome is not an exception: a transport reports every reply, refusal, timeout
+and relay failure as a ``DeliveryResult`` (:mod:`postroom.transport.base`).
 """
 
 from __future__ import annotations
@@ -29,17 +29,14 @@ __all__ = [
     "AddressError",
     "BufferFullError",
     "ConfigError",
-    "DeliveryError",
     "HeaderError",
     "MessageError",
     "NotFoundError",
     "ParseError",
     "PayloadError",
-    "PermanentDeliveryError",
     "PostroomError",
     "QueueError",
     "StoreError",
-    "TemporaryDeliveryError",
 ]
 
 
@@ -93,15 +90,3 @@ class StoreError(PostroomError):
 
 class NotFoundError(StoreError, LookupError):
     """Raised when no message has the given id."""
-
-
-class DeliveryError(PostroomError):
-    """Raised when an SMTP delivery did not succeed; see the two subclasses."""
-
-
-class TemporaryDeliveryError(DeliveryError):
-    """Raised for failures worth retrying: a 4yz reply, a dropped connection, a timeout."""
-
-
-class PermanentDeliveryError(DeliveryError):
-    """Raised for failures not worth retrying: a 5yz reply."""
