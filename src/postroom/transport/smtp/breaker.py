@@ -13,9 +13,9 @@ a rest for the relay::
 * **unproven** (at start): one connection is set up at a time; the others wait for it, so a
   wrong password costs one login, not one per connection.
 * **up**: connections are set up side by side.
-* **down**: no connection is set up, except one probe once ``retry_at`` has passed; jobs that
-  need a new connection come back ``DEFERRED`` at once. The wait starts at
-  ``initial_s`` and doubles up to ``max_s``, each spread by ±20 %.
+* **down**: no connection is set up until ``retry_at``; jobs that need a new connection come
+  back ``DEFERRED`` at once. Then one probe goes, and the others wait for its outcome. The
+  rest starts at ``initial_s`` and doubles up to ``max_s``, each spread by ±20 %.
 
 The outage is logged once when it starts (warning) and once when it ends, on the logger
 ``postroom.transport``.
@@ -43,7 +43,7 @@ class Admission(enum.Enum):
     """May a new connection be set up now?"""
 
     OPEN = "open"  # yes; report the outcome with opened() or failed(), or call abandon()
-    WAIT = "wait"  # not yet: another set-up is proving the relay
+    WAIT = "wait"  # not yet: another set-up is proving (or probing) the relay
     DEFER = "defer"  # no: the relay is down
 
 
@@ -83,10 +83,12 @@ class RelayBreaker:
                     self._opening += 1
                     return Admission.OPEN
                 return Admission.WAIT
-            if self._opening == 0 and self._clock() >= self._retry_at:
+            if self._clock() < self._retry_at:
+                return Admission.DEFER
+            if self._opening == 0:
                 self._opening += 1
                 return Admission.OPEN
-            return Admission.DEFER
+            return Admission.WAIT
 
     def abandon(self) -> None:
         """An admitted set-up was not attempted after all."""
