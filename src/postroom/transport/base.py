@@ -51,6 +51,7 @@ OnResult = Callable[[int, "DeliveryResult"], None]
 """``on_result(position, result)``: called once per job as soon as its result is known."""
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+_NOT_IN_COMMANDS = re.compile(r"[\r\n\0<>]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +186,10 @@ def envelope_problem(mail_from: str, recipients: Sequence[str]) -> str | None:
         return "recipients must be a sequence of addresses, not one string"
     if not recipients or not all(recipients):
         return "a message needs at least one recipient, and no empty ones"
-    for address in (mail_from, *recipients):
-        if not isinstance(address, str):
-            return f"address {address!r} is not a string"
-        if any(ch in address for ch in "\r\n\0<>"):
-            return f"address {address!r} cannot be used in an SMTP command"
-    return None
+    addresses = (mail_from, *recipients)
+    if not all(isinstance(address, str) for address in addresses):
+        return f"addresses must be strings, got {addresses!r}"
+    if not _NOT_IN_COMMANDS.search("".join(addresses)):
+        return None
+    bad = next(a for a in addresses if _NOT_IN_COMMANDS.search(a))
+    return f"address {bad!r} cannot be used in an SMTP command"

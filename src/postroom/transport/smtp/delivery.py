@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -84,28 +85,19 @@ def deliver(
     ``presented_on``: the session on which the first envelope was already written, behind the
     previous message's data; on any other it is written again.
     """
+    started = time.monotonic()
     chunks = job.chunks()
     ends: list[TxnEnd] = []
     retried = False
     while len(ends) < len(chunks):
-        chunk = chunks[len(ends)]
-        if lease.conn is None:
-            try:
-                lease.conn = yield from relay.connect(admitted=admitted)
-            except RelayUnavailable as exc:
-                ends.extend(TxnEnd(Outcome.DEFERRED, exc.reply, c) for c in chunks[len(ends) :])
-                break
-            finally:
-                admitted = False
-        session = lease.conn
-        mail = mail_command(job, session)
-        if mail is None:
-            ends.append(TxnEnd(Outcome.PERMANENT, Reply(0, refusal(job, session)), chunk))
-            continue
+        session = yield from _session(relay, lease, admitted)
+        admitted = False
+        if isinstance(session, Reply):
+            ends.extend(TxnEnd(Outcome.DEFERRED, session, c) for c in chunks[len(ends) :])
+            break
         presented = session is presented_on and not ends and not retried
         last = len(ends) == len(chunks) - 1
-        txn = _transaction(relay.settings, session, mail, chunk, job.data)
-        end = yield from txn.run(presented=presented, follow=last and txn.pipelined)
+        end = yield from _chunk(relay.settings, session, job, chunks[len(ends)], presented, last)
         if end.stale and (session.transactions > 0 or lease.reused) and not retried:
             retried = True
             discard(lease)
@@ -116,15 +108,36 @@ def deliver(
             discard(lease)
             gone = Reply(0, f"not attempted: the connection was lost earlier ({end.reply})")
             ends.extend(TxnEnd(Outcome.TEMPORARY, gone, c) for c in chunks[len(ends) :])
-    return merge(ends)
+    return merge(ends, time.monotonic() - started)
 
 
-def _transaction(
-    settings: SmtpSettings, session: Session, mail: str, chunk: tuple[str, ...], data: bytes
-) -> Transaction:
-    return Transaction(
-        session, mail, chunk, data, settings.command_timeout_s, settings.data_timeout_s
+def _session(relay: Relay, lease: Lease[Session], admitted: bool) -> Turns[Session | Reply]:
+    """The lease's session, set up when it has none; the reply of the deferral when the relay
+    cannot be used."""
+    if lease.conn is None:
+        try:
+            lease.conn = yield from relay.connect(admitted=admitted)
+        except RelayUnavailable as exc:
+            return exc.reply
+    return lease.conn
+
+
+def _chunk(
+    settings: SmtpSettings,
+    session: Session,
+    job: Prepared,
+    chunk: tuple[str, ...],
+    presented: bool,
+    last: bool,
+) -> Turns[TxnEnd]:
+    """One transaction of ``job``; refused before MAIL when the server cannot take it."""
+    mail = mail_command(job, session)
+    if mail is None:
+        return TxnEnd(Outcome.PERMANENT, Reply(0, refusal(job, session)), chunk)
+    txn = Transaction(
+        session, mail, chunk, job.data, settings.command_timeout_s, settings.data_timeout_s
     )
+    return (yield from txn.run(presented=presented, follow=last and txn.pipelined))
 
 
 def discard(lease: Lease[Session]) -> None:
@@ -142,8 +155,13 @@ _RETRY_RANK = {
 }
 
 
-def merge(ends: Sequence[TxnEnd]) -> DeliveryResult:
+def merge(ends: Sequence[TxnEnd], duration_s: float = 0.0) -> DeliveryResult:
     """One result from the transactions of one delivery; see the module docstring."""
+    if len(ends) == 1:
+        [end] = ends
+        return DeliveryResult(
+            end.outcome, end.reply, end.accepted, end.refused, duration_s, end.replies
+        )
     sent = [t for t in ends if t.outcome is Outcome.SENT]
     decisive = sent[0] if sent else min(ends, key=lambda t: _RETRY_RANK[t.outcome])
     accepted = tuple(rcpt for t in sent for rcpt in t.accepted)
@@ -156,4 +174,4 @@ def merge(ends: Sequence[TxnEnd]) -> DeliveryResult:
     for t in ends:
         if t.outcome is not decisive.outcome:
             refused.update((rcpt, t.reply) for rcpt in t.recipients if rcpt not in done)
-    return DeliveryResult(decisive.outcome, decisive.reply, accepted, refused, replies=replies)
+    return DeliveryResult(decisive.outcome, decisive.reply, accepted, refused, duration_s, replies)

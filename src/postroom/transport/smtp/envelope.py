@@ -50,6 +50,8 @@ class Prepared:
     def chunks(self) -> list[tuple[str, ...]]:
         """The recipients in transactions of at most 100."""
         step = MAX_RECIPIENTS_PER_TRANSACTION
+        if len(self.recipients) <= step:
+            return [self.recipients]
         return [self.recipients[i : i + step] for i in range(0, len(self.recipients), step)]
 
 
@@ -62,14 +64,19 @@ def prepare(job: Job) -> Prepared | str:
     if not isinstance(message, bytes | bytearray | memoryview):
         return f"the message must be bytes, not {type(message).__name__}"
     data = data_section(bytes(message))
-    head, _, body = data.partition(b"\r\n\r\n")
-    addresses_ascii = mail_from.isascii() and all(r.isascii() for r in recipients)
+    ascii_addresses = mail_from.isascii() and all(r.isascii() for r in recipients)
+    ascii_head = ascii_body = data.isascii()
+    if not ascii_body:
+        head_end = data.find(b"\r\n\r\n")
+        head_end = len(data) if head_end < 0 else head_end
+        ascii_head = data[:head_end].isascii()
+        ascii_body = data[head_end:].isascii()
     return Prepared(
         mail_from=mail_from,
         recipients=tuple(dict.fromkeys(recipients)),
         data=data,
-        needs_smtputf8=not (addresses_ascii and head.isascii()),
-        eight_bit_body=not body.isascii(),
+        needs_smtputf8=not (ascii_addresses and ascii_head),
+        eight_bit_body=not ascii_body,
     )
 
 

@@ -27,7 +27,7 @@ import math
 import select
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from postroom.transport.base import DeliveryResult, Job, OnResult, Outcome, Reply, unsendable
 from postroom.transport.pool import ConnectionPool, Lease
@@ -51,7 +51,6 @@ class _Conversation:
 
     lease: Lease[Session]
     turns: Turns[DeliveryResult]
-    started: float
     wait: Wait | None = None
     follower: tuple[int, _Conversation] | None = None
 
@@ -134,7 +133,7 @@ class Batch:
             self._finish(position, DeliveryResult(Outcome.DEFERRED, self._relay.resting()))
             return False
         turns = deliver(self._relay, lease, prepared, admitted=admitted)
-        self._running[position] = _Conversation(lease, turns, time.monotonic())
+        self._running[position] = _Conversation(lease, turns)
         self._step(position)
         return True
 
@@ -164,8 +163,7 @@ class Batch:
 
     def _ended(self, position: int, conversation: _Conversation, result: DeliveryResult) -> None:
         del self._running[position]
-        took = time.monotonic() - conversation.started
-        self._finish(position, replace(result, duration_s=took))
+        self._finish(position, result)
         if conversation.follower is None:
             self._spare.append(conversation.lease)
             return
@@ -191,7 +189,7 @@ class Batch:
                 self._finish(position, DeliveryResult(Outcome.PERMANENT, reply))
                 continue
             turns = deliver(self._relay, leader.lease, prepared, presented_on=session)
-            leader.follower = (position, _Conversation(leader.lease, turns, time.monotonic()))
+            leader.follower = (position, _Conversation(leader.lease, turns))
             chunk = prepared.chunks()[0]
             return Transaction(session, mail, chunk, b"", 0, 0).envelope()
         return b""

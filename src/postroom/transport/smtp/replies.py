@@ -8,6 +8,7 @@ it seems to answer, so the connection is closed. Line endings may be CRLF or a b
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ class Answer:
 
     def reply(self, context: str = "") -> Reply:
         """The :class:`Reply`, the enhanced code taken off the first line, ``context`` in front."""
+        if len(self.lines) == 1 and not context:
+            return _one_line_reply(self.code, self.lines[0])
         first = Reply.parse(self.code, self.lines[0] if self.lines else "")
         rest = [_ENHANCED.sub("", line) if first.enhanced else line for line in self.lines[1:]]
         text = " ".join([first.text, *rest]).strip()
@@ -43,12 +46,21 @@ class Answer:
         return Reply(self.code, " ".join(text.split()), first.enhanced)
 
 
+@functools.lru_cache(maxsize=512)
+def _one_line_reply(code: int, text: str) -> Reply:
+    """Servers repeat the same few replies: each is parsed once (a Reply is immutable)."""
+    return Reply.parse(code, text)
+
+
 def take_answer(buffer: bytearray) -> Answer | None:
     """Take the first complete reply off ``buffer``; ``None`` while it is still incomplete.
 
     Raises :class:`ProtocolError` as soon as a line is malformed, too long, or disagrees with
     the code of the lines before it.
     """
+    single = _single_line(buffer)
+    if single is not None:
+        return single
     start, code = 0, 0
     lines: list[str] = []
     while True:
@@ -70,6 +82,19 @@ def take_answer(buffer: bytearray) -> Answer | None:
         if match.group(2) != b"-":
             del buffer[:start]
             return Answer(code, tuple(lines))
+
+
+def _single_line(buffer: bytearray) -> Answer | None:
+    """The common case taken fast: a complete one-line reply ``NNN text`` at the front."""
+    end = buffer.find(b"\n")
+    if end < 4 or buffer[3] != 0x20 or not 0x32 <= buffer[0] <= 0x35:
+        return None
+    head = bytes(buffer[:3])
+    if not head.isdigit():
+        return None
+    text = bytes(buffer[4:end]).rstrip(b"\r").decode("utf-8", "replace")
+    del buffer[: end + 1]
+    return Answer(int(head), (text,))
 
 
 def _shown(line: bytes) -> str:
