@@ -12,7 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-SCRIPTS = ["bench_message", "bench_enqueue", "bench_queue", "bench_store", "bench_e2e"]
+SCRIPTS = [
+    "bench_message",
+    "bench_enqueue",
+    "bench_queue",
+    "bench_store",
+    "bench_e2e",
+    "bench_isolation",
+]
 
 
 def main() -> int:
