@@ -712,8 +712,10 @@ def test_never_more_connections_than_configured(
         thread.join()
 
     assert [r.outcome for r in results] == [Outcome.SENT] * 8
-    assert server.connections_peak == 2
-    assert server.connections_total == 2
+    # the first connection proves the relay before others are set up, so the second one may
+    # not be needed at all; never is there a third
+    assert 1 <= server.connections_peak <= 2
+    assert server.connections_total <= 2
     assert len(server.accepted) == 8
 
 

@@ -81,6 +81,7 @@ class Batch:
                     if self._exhausted:
                         break
                     if blocked:  # another thread is proving the relay
+                        self._give_back_spare()
                         time.sleep(_WAIT_FOR_OTHERS_S)
                     continue
                 for position in self._ready():
@@ -218,6 +219,11 @@ class Batch:
         self._results[position] = result
         if self._on_result is not None:
             self._on_result(position, result)
+
+    def _give_back_spare(self) -> None:
+        """Let other threads use the slots this batch cannot use now."""
+        while self._spare:
+            self._release(self._spare.pop())
 
     def _release(self, lease: Lease[Session]) -> None:
         if lease.conn is not None and (lease.conn.channel.unread or lease.conn.channel.writing):
