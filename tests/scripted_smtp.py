@@ -14,9 +14,10 @@ exactly as told, byte for byte::
         server.messages        # every message whose final dot arrived
         server.auth_attempts   # how many AUTH commands arrived
 
-Steps: ``GREETING``, ``EHLO``, ``HELO``, ``AUTH``, ``MAIL``, ``RCPT``, ``DATA`` (the command,
-before the message), ``DOT`` (after the message), ``RSET``, ``QUIT``. A rule matches a step,
-optionally only on connection number ``connection`` (0-based, in accept order) and only when
+Steps: ``GREETING``, ``DOT`` (after the message) and each command verb (``EHLO``, ``AUTH``,
+``MAIL``, ``RCPT``, ``DATA``, ``STARTTLS``, ...); unknown verbs get 500 unless scripted. After a
+220 to STARTTLS the server says nothing more (it cannot do TLS). A rule matches a step, optionally
+only on connection number ``connection`` (0-based, in accept order) and only when
 ``match`` is in the command line; the newest matching rule wins, for ``times`` uses or forever.
 A reply given as ``str`` gets CRLF appended; ``bytes`` go out exactly as given. Without a rule
 each step gets a correct reply; AUTH PLAIN is checked against ``users``.
@@ -49,6 +50,9 @@ _DEFAULTS = {
     "DOT": "250 2.0.0 queued",
     "RSET": "250 2.0.0 reset",
     "QUIT": "221 2.0.0 bye",
+    "NOOP": "250 2.0.0 OK",
+    "EHLO": "",  # the configured extensions
+    "AUTH": "",  # checked against the users
 }
 
 
@@ -207,7 +211,7 @@ class ScriptedSmtp:
                         if rule.times <= 0:
                             self._rules.remove(rule)
                     return rule
-        return _Rule(step, _DEFAULTS.get(step, "250 OK"), 0, 0, None, None, None)
+        return _Rule(step, _DEFAULTS.get(step, "500 5.5.2 unknown command"), 0, 0, None, None, None)
 
     def _record(self, connection: int, line: str) -> None:
         with self._lock:
@@ -260,17 +264,18 @@ class _Session:
             self.rcpts.append(line)
         elif verb == "DATA":
             return self._data(line)
-        step = verb if verb in _DEFAULTS else "OTHER"
-        rule = self.server._rule(step, self.index, line)
-        if step == "OTHER" and rule.reply == "250 OK" and verb != "NOOP":
-            rule.reply = "500 5.5.2 unknown command"
+        rule = self.server._rule(verb, self.index, line)
         self._answer(rule)
+        if verb == "STARTTLS" and str(rule.reply).startswith("220"):
+            while self.reader.read(4096):  # type: ignore[attr-defined]
+                pass  # the handshake starts here, and is never answered
+            raise _Closed
         if verb == "QUIT":
             raise _Closed
 
     def _ehlo(self, line: str) -> None:
         rule = self.server._rule("EHLO", self.index, line)
-        if rule.reply == "250 OK":  # no script: the configured extensions
+        if rule.reply == "":  # no script: the configured extensions
             lines = ["scripted.test", *self.server.extensions]
             if self.server.users:
                 lines.append("AUTH PLAIN")
@@ -281,7 +286,7 @@ class _Session:
 
     def _auth(self, line: str) -> None:
         rule = self.server._rule("AUTH", self.index, line)
-        if rule.reply == "250 OK":  # no script: check the credentials
+        if rule.reply == "":  # no script: check the credentials
             rule.reply = "535 5.7.8 authentication credentials invalid"
             parts = line.split()
             if len(parts) == 3 and parts[1].upper() == "PLAIN":

@@ -18,7 +18,7 @@ import pytest
 
 from postroom.transport.base import DeliveryResult, Outcome
 from postroom.transport.smtp import SmtpSettings, SmtpTransport, TlsMode
-from tests.scripted_smtp import DROP, ScriptedSmtp
+from tests.scripted_smtp import DROP, NEVER, ScriptedSmtp
 
 SENDER = "sender@example.com"
 MakeTransport = Callable[..., SmtpTransport]
@@ -201,6 +201,34 @@ def test_a_silent_connection_does_not_hold_up_the_others(make_transport: MakeTra
         assert all(r.outcome is Outcome.SENT for r in results)
         assert max(t for p, t in finished.items() if p != 0) < 1.0
         assert finished[0] >= 1.4
+
+
+def test_a_stalled_tls_handshake_times_out_as_a_relay_failure(
+    make_transport: MakeTransport,
+) -> None:
+    with ScriptedSmtp(extensions=["PIPELINING", "STARTTLS"]) as server:
+        server.on("STARTTLS", "220 2.0.0 go ahead")  # then says nothing more
+        transport = make_transport(server, tls=TlsMode.STARTTLS, command_timeout_s=1)
+        started = time.monotonic()
+
+        result = deliver(transport, ["a@example.com"], message())
+
+        assert result.outcome is Outcome.DEFERRED
+        assert "timed out after 1 s in the TLS handshake" in result.reply.text
+        assert 0.9 <= time.monotonic() - started < 3.0
+
+
+def test_a_greeting_that_never_comes_times_out_as_a_relay_failure(
+    make_transport: MakeTransport,
+) -> None:
+    with ScriptedSmtp() as server:
+        server.on("GREETING", NEVER)
+        transport = make_transport(server, connect_timeout_s=1)
+
+        result = deliver(transport, ["a@example.com"], message())
+
+        assert result.outcome is Outcome.DEFERRED
+        assert "timed out after 1 s waiting for the greeting" in result.reply.text
 
 
 # -- 4. and 5. timeouts per reply ------------------------------------------------------------------

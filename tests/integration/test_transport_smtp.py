@@ -391,7 +391,7 @@ class _StrictPipeliningServer:
             conn.sendall(b"220 strict ready\r\n")
             lines.readline()  # EHLO
             conn.sendall(b"250-strict\r\n250 PIPELINING\r\n")
-            envelope = []
+            envelope: list[bytes] = []
             while not envelope or envelope[-1] != b"DATA\r\n":
                 envelope.append(lines.readline())
             self.received.extend(envelope)
