@@ -956,3 +956,34 @@ def test_unsendable_jobs_are_permanent_and_the_others_still_go(
     assert problem in bad.reply.text
     assert good.outcome is Outcome.SENT
     assert [m.message_id for m in server.messages] == ["<m2@example.com>"]
+
+
+# -- large messages: non-blocking writes in pieces ------------------------------------------------
+
+
+def large_message(size: int) -> bytes:
+    line = b"0123456789" * 7 + b"\r\n"
+    return b"Subject: large\r\nMessage-ID: <large@example.com>\r\n\r\n" + line * (size // len(line))
+
+
+def test_a_large_message_goes_out_whole(server: SmtpServer, transport: SmtpTransport) -> None:
+    content = large_message(4_000_000)
+
+    results = transport.deliver_batch(
+        [(SENDER, [ALICE], content), (SENDER, [BOB], message("<small@example.com>"))]
+    )
+
+    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.SENT]
+    [received] = [m for m in server.messages if m.message_id == "<large@example.com>"]
+    assert received.content == content
+
+
+def test_a_large_message_goes_out_whole_over_tls(
+    tls_server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(tls_server.port, tls=TlsMode.STARTTLS, verify=False)
+    content = large_message(2_000_000)
+
+    assert deliver(transport, SENDER, [ALICE], content).outcome is Outcome.SENT
+    assert tls_server.messages[0].tls
+    assert tls_server.messages[0].content == content
