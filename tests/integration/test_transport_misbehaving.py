@@ -331,16 +331,19 @@ def test_354_to_rcpt_closes_the_connection(
     assert server.connections == 2
 
 
-def test_a_2yz_reply_to_data_is_not_taken_as_go_ahead(
-    server: ScriptedSmtp, make_transport: MakeTransport
+@pytest.mark.parametrize("reply", ["250 2.0.0 OK", "334 what"])
+def test_a_reply_to_data_that_is_neither_354_nor_a_refusal_is_not_a_go_ahead(
+    server: ScriptedSmtp, make_transport: MakeTransport, reply: str
 ) -> None:
-    server.on("DATA", "250 2.0.0 OK", times=1)
+    server.on("DATA", reply, times=1)
     transport = make_transport(server)
 
     result = deliver(transport, ["a@example.com"], message())
 
     assert result.outcome is Outcome.TEMPORARY
     assert "does not answer DATA" in result.reply.text
+    assert server.messages == []
+    assert server.lines("RSET") == []  # the connection is closed, not reset
 
 
 def test_an_enhanced_code_of_another_subject_after_the_dot_is_only_recorded(

@@ -98,6 +98,10 @@ class Transaction:
         if not self.pipelined and not self.accepted:
             return (yield from self._all_refused())
         data = yield from self._ask("DATA", "DATA", fits=(3, 4, 5))
+        if data.code // 100 == 3 and data.code != 354:
+            raise ConnectionLost(
+                f"protocol error: {data.reply()} does not answer DATA", malformed=True
+            )
         if mail.code // 100 != 2:
             return (yield from self._refused(mail, "MAIL FROM", data))
         if not self.accepted:
