@@ -19,6 +19,7 @@ SCRIPTS = [
     "bench_store",
     "bench_e2e",
     "bench_slow_relay",
+    "bench_isolation",
 ]
 
 

@@ -404,7 +404,9 @@ class _Controller(Controller):
     async def _close_clients(self) -> None:
         protocols = [p for p in self._protocols if p.transport is not None]
         for protocol in protocols:
-            protocol.transport.abort()
+            transport = protocol.transport
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
         deadline = self.loop.time() + 3
         while any(p.transport is not None for p in protocols) and self.loop.time() < deadline:
             await asyncio.sleep(0.01)

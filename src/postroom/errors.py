@@ -19,10 +19,10 @@ with ``raise ... from`` so the original stays visible.
     │   └── BufferFullError    the in-process buffer stayed full longer than the enqueue timeout
     ├── StoreError             the database failed or refused an operation
     │   └── NotFoundError      no message with that id
-    ├── IngestFailed           the server's ingest cannot go on (the server stops, exit code 1)
-    └── DeliveryError          an SMTP delivery did not succeed
-        ├── TemporaryDeliveryError   try again later (4yz, dropped connection, timeout)
-        └── PermanentDeliveryError   do not try again (5yz)
+    └── IngestFailed           the server's ingest cannot go on (the server stops, exit code 1)
+
+A delivery's outcome is not an exception: a transport reports every reply, refusal, timeout
+and relay failure as a ``DeliveryResult`` (:mod:`postroom.transport.base`).
 """
 
 from __future__ import annotations
@@ -31,18 +31,15 @@ __all__ = [
     "AddressError",
     "BufferFullError",
     "ConfigError",
-    "DeliveryError",
     "HeaderError",
     "LimitError",
     "MessageError",
     "NotFoundError",
     "ParseError",
     "PayloadError",
-    "PermanentDeliveryError",
     "PostroomError",
     "QueueError",
     "StoreError",
-    "TemporaryDeliveryError",
 ]
 
 
@@ -118,15 +115,3 @@ class IngestFailed(PostroomError):
     with errors that are neither the database's nor the queue's, or the loop itself broke.
     ``postroom serve`` then stops and exits non-zero instead of running on without ingest.
     """
-
-
-class DeliveryError(PostroomError):
-    """Raised when an SMTP delivery did not succeed; see the two subclasses."""
-
-
-class TemporaryDeliveryError(DeliveryError):
-    """Raised for failures worth retrying: a 4yz reply, a dropped connection, a timeout."""
-
-
-class PermanentDeliveryError(DeliveryError):
-    """Raised for failures not worth retrying: a 5yz reply."""

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from postroom.transport.base import Outcome
+from postroom.transport.base import DeliveryResult, Outcome
 from postroom.transport.capture import RCPT_TO_HEADER, CaptureServer
-from postroom.transport.smtp import SmtpTransport
+from postroom.transport.smtp import SmtpSettings, SmtpTransport, TlsMode
 
 SENDER = "sender@example.com"
 
@@ -33,9 +33,19 @@ def capture(tmp_path: Path) -> Iterator[CaptureServer]:
 
 @pytest.fixture
 def transport(capture: CaptureServer) -> Iterator[SmtpTransport]:
-    smtp = SmtpTransport("127.0.0.1", capture.port, tls="none", helo="client.test")
+    settings = SmtpSettings(
+        host="127.0.0.1", port=capture.port, tls=TlsMode.NONE, helo="client.test"
+    )
+    smtp = SmtpTransport(settings)
     yield smtp
     smtp.close()
+
+
+def deliver(
+    transport: SmtpTransport, mail_from: str, recipients: list[str], raw: bytes
+) -> DeliveryResult:
+    [result] = transport.deliver_batch([(mail_from, recipients, raw)])
+    return result
 
 
 def parsed(path: Path) -> Message:
@@ -55,7 +65,7 @@ def test_each_message_is_stored_as_received_plus_the_envelope_recipients(
     capture: CaptureServer, transport: SmtpTransport
 ) -> None:
     raw = raw_message("first")
-    result = transport.deliver(SENDER, ["alice@example.com", "hidden@example.org"], raw)
+    result = deliver(transport, SENDER, ["alice@example.com", "hidden@example.org"], raw)
 
     assert result.outcome is Outcome.SENT
     [path] = capture.messages()
@@ -73,7 +83,7 @@ def test_files_sort_in_arrival_order_and_no_temporary_file_is_left(
 ) -> None:
     subjects = [f"message-{n}" for n in range(5)]
     for subject in subjects:
-        assert transport.deliver(SENDER, ["a@example.com"], raw_message(subject)).outcome is (
+        assert deliver(transport, SENDER, ["a@example.com"], raw_message(subject)).outcome is (
             Outcome.SENT
         )
 
@@ -87,7 +97,7 @@ def test_files_sort_in_arrival_order_and_no_temporary_file_is_left(
 def test_a_long_recipient_list_is_folded(capture: CaptureServer, transport: SmtpTransport) -> None:
     recipients = [f"recipient-number-{n}@example.com" for n in range(30)]
 
-    transport.deliver(SENDER, recipients, raw_message("many"))
+    deliver(transport, SENDER, recipients, raw_message("many"))
 
     [path] = capture.messages()
     header_block = path.read_bytes().split(b"\r\n\r\n", 1)[0]
@@ -108,9 +118,11 @@ def test_stop_with_a_pooled_client_connection_open_then_start_again(
 ) -> None:
     capture = CaptureServer(tmp_path / "box", port=0)
     capture.start()
-    transport = SmtpTransport("127.0.0.1", capture.port, tls="none", connect_timeout_s=2)
+    transport = SmtpTransport(
+        SmtpSettings(host="127.0.0.1", port=capture.port, tls=TlsMode.NONE, connect_timeout_s=2)
+    )
     try:
-        assert transport.deliver(SENDER, ["a@example.com"], raw_message("one")).outcome is (
+        assert deliver(transport, SENDER, ["a@example.com"], raw_message("one")).outcome is (
             Outcome.SENT
         )
         port = capture.port
@@ -118,15 +130,17 @@ def test_stop_with_a_pooled_client_connection_open_then_start_again(
         assert not capture.running
         with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
             pass
-        # The pooled connection is dead; the retry on a new connection is refused too.
-        result = transport.deliver(SENDER, ["a@example.com"], raw_message("two"))
-        assert result.outcome is Outcome.TEMPORARY
+        # The pooled connection is dead; the retry on a new connection is refused too: the
+        # relay is down, and the message is deferred (nothing of it was sent).
+        result = deliver(transport, SENDER, ["a@example.com"], raw_message("two"))
+        assert result.outcome is Outcome.DEFERRED
         assert result.reply.text.startswith("cannot connect")
+        assert not transport.relay.up
 
         capture.start()
-        retry = SmtpTransport("127.0.0.1", capture.port, tls="none")
+        retry = SmtpTransport(SmtpSettings(host="127.0.0.1", port=capture.port, tls=TlsMode.NONE))
         try:
-            assert retry.deliver(SENDER, ["a@example.com"], raw_message("three")).outcome is (
+            assert deliver(retry, SENDER, ["a@example.com"], raw_message("three")).outcome is (
                 Outcome.SENT
             )
         finally:

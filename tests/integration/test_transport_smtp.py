@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from postroom.errors import AddressError, ConfigError
+from postroom.errors import ConfigError
 from postroom.transport.base import DeliveryResult, Outcome, Reply
-from postroom.transport.smtp import SmtpTransport
+from postroom.transport.smtp import SmtpSettings, SmtpTransport, TlsMode
 from tests.smtp_servers import DROP, SmtpServer, make_self_signed_cert, server_tls_context
 
 SENDER = "sender@example.com"
@@ -46,9 +46,9 @@ def make_transport() -> Iterator[MakeTransport]:
     made: list[SmtpTransport] = []
 
     def make(port: int, **kwargs: Any) -> SmtpTransport:
-        kwargs.setdefault("tls", "none")
+        kwargs.setdefault("tls", TlsMode.NONE)
         kwargs.setdefault("helo", "client.test")
-        transport = SmtpTransport("127.0.0.1", port, **kwargs)
+        transport = SmtpTransport(SmtpSettings(host="127.0.0.1", port=port, **kwargs))
         made.append(transport)
         return transport
 
@@ -60,6 +60,14 @@ def make_transport() -> Iterator[MakeTransport]:
 @pytest.fixture
 def transport(server: SmtpServer, make_transport: MakeTransport) -> SmtpTransport:
     return make_transport(server.port, command_timeout_s=5, data_timeout_s=5)
+
+
+def deliver(
+    transport: SmtpTransport, mail_from: str, recipients: Any, content: bytes
+) -> DeliveryResult:
+    """One job through ``deliver_batch``."""
+    [result] = transport.deliver_batch([(mail_from, recipients, content)])
+    return result
 
 
 def free_port() -> int:
@@ -79,7 +87,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 
 def test_sent_to_every_recipient(server: SmtpServer, transport: SmtpTransport) -> None:
-    result = transport.deliver(SENDER, [ALICE, BOB], message())
+    result = deliver(transport, SENDER, [ALICE, BOB], message())
 
     assert result.outcome is Outcome.SENT
     assert result.reply == Reply(250, "OK", "2.0.0")
@@ -95,7 +103,7 @@ def test_message_is_dot_stuffed_and_line_endings_normalised(
     server: SmtpServer, transport: SmtpTransport
 ) -> None:
     raw = b"Subject: dots\n\n.starts with a dot\r\n..two dots\n.\nlast line without newline"
-    assert transport.deliver(SENDER, [ALICE], raw).outcome is Outcome.SENT
+    assert deliver(transport, SENDER, [ALICE], raw).outcome is Outcome.SENT
 
     expected = (
         b"Subject: dots\r\n\r\n.starts with a dot\r\n..two dots\r\n.\r\n"
@@ -105,7 +113,7 @@ def test_message_is_dot_stuffed_and_line_endings_normalised(
 
 
 def test_duplicate_recipients_are_sent_once(server: SmtpServer, transport: SmtpTransport) -> None:
-    result = transport.deliver(SENDER, [ALICE, BOB, ALICE], message())
+    result = deliver(transport, SENDER, [ALICE, BOB, ALICE], message())
     assert result.accepted == (ALICE, BOB)
     assert server.messages[0].rcpt_tos == (ALICE, BOB)
 
@@ -116,7 +124,7 @@ def test_refused_recipients_are_reported_one_by_one(
     server.on_rcpt(BOB, "550 5.1.1 no such user")
     server.on_rcpt(CAROL, "452 4.2.2 mailbox full")
 
-    result = transport.deliver(SENDER, [ALICE, BOB, CAROL], message())
+    result = deliver(transport, SENDER, [ALICE, BOB, CAROL], message())
 
     assert result.outcome is Outcome.SENT
     assert result.accepted == (ALICE,)
@@ -130,7 +138,7 @@ def test_refused_recipients_are_reported_one_by_one(
 def test_all_recipients_refused_permanently(server: SmtpServer, transport: SmtpTransport) -> None:
     server.on_rcpt(None, "550 5.1.1 no such user", times=2)
 
-    result = transport.deliver(SENDER, [ALICE, BOB], message())
+    result = deliver(transport, SENDER, [ALICE, BOB], message())
 
     assert result.outcome is Outcome.PERMANENT
     assert result.reply == Reply(550, "no such user", "5.1.1")
@@ -145,7 +153,7 @@ def test_all_recipients_refused_with_one_temporary_is_temporary(
     server.on_rcpt(ALICE, "550 5.1.1 no such user")
     server.on_rcpt(BOB, "451 4.3.0 greylisted")
 
-    result = transport.deliver(SENDER, [ALICE, BOB], message())
+    result = deliver(transport, SENDER, [ALICE, BOB], message())
 
     assert result.outcome is Outcome.TEMPORARY
     assert result.reply == Reply(451, "greylisted", "4.3.0")
@@ -172,14 +180,14 @@ def test_failure_replies_decide_the_outcome_and_keep_the_connection(
 ) -> None:
     getattr(server, f"on_{step}")(reply, times=1)
 
-    result = transport.deliver(SENDER, [ALICE], message("<first@example.com>"))
+    result = deliver(transport, SENDER, [ALICE], message("<first@example.com>"))
 
     code, enhanced, text = reply.split(" ", 2)
     assert result.outcome is outcome
     assert result.reply == Reply(int(code), text, enhanced)
     assert result.accepted == ()
     # The connection was reset, not thrown away: the next message goes over it.
-    again = transport.deliver(SENDER, [ALICE], message("<second@example.com>"))
+    again = deliver(transport, SENDER, [ALICE], message("<second@example.com>"))
     assert again.outcome is Outcome.SENT
     assert server.connections_total == 1
     assert server.count("<second@example.com>") == 1
@@ -195,11 +203,11 @@ def test_421_is_temporary_and_discards_the_connection(
     else:
         getattr(server, f"on_{step}")("421 4.3.2 shutting down", times=1)
 
-    result = transport.deliver(SENDER, [ALICE], message())
+    result = deliver(transport, SENDER, [ALICE], message())
 
     assert result.outcome is Outcome.TEMPORARY
     assert result.reply == Reply(421, "shutting down", "4.3.2")
-    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
     assert server.connections_total == 2
 
 
@@ -207,7 +215,7 @@ def test_421_at_mail_on_a_fresh_connection_is_temporary(
     server: SmtpServer, transport: SmtpTransport
 ) -> None:
     server.on_mail("421 4.3.2 too busy", times=1)
-    result = transport.deliver(SENDER, [ALICE], message())
+    result = deliver(transport, SENDER, [ALICE], message())
     assert result.outcome is Outcome.TEMPORARY
     assert result.reply.code == 421
 
@@ -224,7 +232,7 @@ def test_drop_before_the_final_dot_is_temporary(
     else:
         getattr(server, f"on_{step}")(DROP, times=1)
 
-    result = transport.deliver(SENDER, [ALICE], message())
+    result = deliver(transport, SENDER, [ALICE], message())
 
     assert result.outcome is Outcome.TEMPORARY
     assert result.reply.code == 0
@@ -238,7 +246,7 @@ def test_drop_after_the_final_dot_is_maybe_delivered(
 ) -> None:
     server.on_dot(DROP, times=1)
 
-    result = transport.deliver(SENDER, [ALICE], message("<maybe@example.com>"))
+    result = deliver(transport, SENDER, [ALICE], message("<maybe@example.com>"))
 
     assert result.outcome is Outcome.MAYBE_DELIVERED
     assert result.reply.code == 0
@@ -253,14 +261,14 @@ def test_timeout_after_the_final_dot_is_maybe_delivered(
     server.on_dot("250 2.0.0 OK at last", delay_s=2.0, times=1)
 
     started = time.monotonic()
-    result = transport.deliver(SENDER, [ALICE], message("<slow@example.com>"))
+    result = deliver(transport, SENDER, [ALICE], message("<slow@example.com>"))
 
     assert result.outcome is Outcome.MAYBE_DELIVERED
     assert "timed out after 0.5 s" in result.reply.text
     assert time.monotonic() - started < 1.9
     assert server.count("<slow@example.com>") == 1  # the server has it
     # The timed-out connection is not reused: its late reply would answer the next command.
-    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
     assert server.connections_total == 2
 
 
@@ -270,11 +278,11 @@ def test_timeout_before_the_final_dot_is_temporary(
     transport = make_transport(server.port, command_timeout_s=0.5, data_timeout_s=5)
     server.on_mail("250 OK", delay_s=2.0, times=1)
 
-    result = transport.deliver(SENDER, [ALICE], message())
+    result = deliver(transport, SENDER, [ALICE], message())
 
     assert result.outcome is Outcome.TEMPORARY
     assert result.reply.code == 0
-    assert "timed out after 0.5 s at MAIL FROM" in result.reply.text
+    assert "timed out after 0.5 s waiting for the reply to MAIL FROM" in result.reply.text
 
 
 def test_the_data_timeout_not_the_command_timeout_applies_after_the_dot(
@@ -283,30 +291,31 @@ def test_the_data_timeout_not_the_command_timeout_applies_after_the_dot(
     transport = make_transport(server.port, command_timeout_s=0.3, data_timeout_s=5)
     server.on_dot("250 2.0.0 queued", delay_s=0.6, times=1)
 
-    result = transport.deliver(SENDER, [ALICE], message())
+    result = deliver(transport, SENDER, [ALICE], message())
 
     assert result.outcome is Outcome.SENT
     assert result.reply.text == "queued"
 
 
-def test_connection_refused_is_temporary(make_transport: MakeTransport) -> None:
+def test_connection_refused_is_deferred(make_transport: MakeTransport) -> None:
     transport = make_transport(free_port(), connect_timeout_s=2)
 
-    result = transport.deliver(SENDER, [ALICE], message())
+    result = deliver(transport, SENDER, [ALICE], message())
 
-    assert result.outcome is Outcome.TEMPORARY
+    assert result.outcome is Outcome.DEFERRED
     assert result.reply.code == 0
     assert result.reply.text.startswith("cannot connect to 127.0.0.1:")
     assert "refused" in result.reply.text.lower()
 
 
-def test_unknown_host_is_temporary() -> None:
-    transport = SmtpTransport("no-such-host.invalid", 25, tls="none", connect_timeout_s=5)
+def test_unknown_host_is_deferred() -> None:
+    settings = SmtpSettings(host="no-such-host.invalid", tls=TlsMode.NONE, connect_timeout_s=5)
+    transport = SmtpTransport(settings)
     try:
-        result = transport.deliver(SENDER, [ALICE], message())
+        result = deliver(transport, SENDER, [ALICE], message())
     finally:
         transport.close()
-    assert result.outcome is Outcome.TEMPORARY
+    assert result.outcome is Outcome.DEFERRED
     assert result.reply.text.startswith("cannot connect to no-such-host.invalid:25")
 
 
@@ -318,7 +327,7 @@ def test_250_recipients_go_in_three_transactions(
 ) -> None:
     recipients = [f"user{i}@example.com" for i in range(250)]
 
-    result = transport.deliver(SENDER, recipients, message())
+    result = deliver(transport, SENDER, recipients, message())
 
     assert result.outcome is Outcome.SENT
     assert result.accepted == tuple(recipients)
@@ -333,7 +342,7 @@ def test_a_failed_chunk_lists_its_recipients_as_refused(
     recipients = [f"user{i}@example.com" for i in range(250)]
     server.on_dot("451 4.3.0 queue full", times=1)  # the first chunk only
 
-    result = transport.deliver(SENDER, recipients, message())
+    result = deliver(transport, SENDER, recipients, message())
 
     assert result.outcome is Outcome.SENT
     assert result.accepted == tuple(recipients[100:])
@@ -347,7 +356,7 @@ def test_a_lost_connection_leaves_later_chunks_unattempted(
     server.on_dot("250 2.0.0 OK", times=1)
     server.on_dot(DROP, times=1)  # newest rule first: the first chunk's dot is dropped
 
-    result = transport.deliver(SENDER, recipients, message())
+    result = deliver(transport, SENDER, recipients, message())
 
     assert result.outcome is Outcome.MAYBE_DELIVERED
     assert result.accepted == ()
@@ -382,7 +391,7 @@ class _StrictPipeliningServer:
             conn.sendall(b"220 strict ready\r\n")
             lines.readline()  # EHLO
             conn.sendall(b"250-strict\r\n250 PIPELINING\r\n")
-            envelope = []
+            envelope: list[bytes] = []
             while not envelope or envelope[-1] != b"DATA\r\n":
                 envelope.append(lines.readline())
             self.received.extend(envelope)
@@ -405,7 +414,7 @@ def test_pipelining_sends_the_envelope_in_one_write(make_transport: MakeTranspor
     strict = _StrictPipeliningServer(["250 ok", "550 5.1.1 no such user", "250 ok"])
     transport = make_transport(strict.port, command_timeout_s=2)
 
-    result = transport.deliver(SENDER, [ALICE, BOB, CAROL], message())
+    result = deliver(transport, SENDER, [ALICE, BOB, CAROL], message())
     transport.close()
     strict.close()
 
@@ -473,7 +482,7 @@ def test_pipelined_data_accepted_without_a_valid_recipient_sends_nothing(
     strict = _StrictPipeliningServer(["550 5.1.1 no such user"], data_reply="354 go ahead")
     transport = make_transport(strict.port, command_timeout_s=2)
 
-    result = transport.deliver(SENDER, [ALICE], message())
+    result = deliver(transport, SENDER, [ALICE], message())
     strict.close()
 
     assert result.outcome is Outcome.TEMPORARY
@@ -622,7 +631,7 @@ def test_a_lost_connection_in_a_batch_leaves_the_other_conversations_alone(
     outcomes = sorted(r.outcome.value for r in results)
     assert outcomes == ["sent", "sent", "sent", "temporary"]
     assert len(server.accepted) == 3
-    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
 
 
 # -- connection reuse ----------------------------------------------------------------------------
@@ -633,12 +642,12 @@ def test_a_connection_closed_by_the_server_while_idle_is_replaced_transparently(
 ) -> None:
     with SmtpServer(idle_timeout_s=0.3) as server:
         transport = make_transport(server.port)
-        assert transport.deliver(SENDER, [ALICE], message("<one@example.com>")).outcome is (
+        assert deliver(transport, SENDER, [ALICE], message("<one@example.com>")).outcome is (
             Outcome.SENT
         )
         wait_until(lambda: server.connections_open == 0)  # the server hung up
 
-        result = transport.deliver(SENDER, [ALICE], message("<two@example.com>"))
+        result = deliver(transport, SENDER, [ALICE], message("<two@example.com>"))
 
         assert result.outcome is Outcome.SENT
         assert server.count("<two@example.com>") == 1
@@ -648,10 +657,10 @@ def test_a_connection_closed_by_the_server_while_idle_is_replaced_transparently(
 def test_421_at_mail_on_a_reused_connection_is_retried_once(
     server: SmtpServer, transport: SmtpTransport
 ) -> None:
-    transport.deliver(SENDER, [ALICE], message("<one@example.com>"))
+    deliver(transport, SENDER, [ALICE], message("<one@example.com>"))
     server.on_mail("421 4.4.2 idle too long", times=1)
 
-    result = transport.deliver(SENDER, [ALICE], message("<two@example.com>"))
+    result = deliver(transport, SENDER, [ALICE], message("<two@example.com>"))
 
     assert result.outcome is Outcome.SENT
     assert server.count("<two@example.com>") == 1
@@ -660,10 +669,10 @@ def test_421_at_mail_on_a_reused_connection_is_retried_once(
 def test_a_stale_connection_is_retried_only_once(
     server: SmtpServer, transport: SmtpTransport
 ) -> None:
-    transport.deliver(SENDER, [ALICE], message())
+    deliver(transport, SENDER, [ALICE], message())
     server.on_mail(DROP, times=2)
 
-    result = transport.deliver(SENDER, [ALICE], message("<two@example.com>"))
+    result = deliver(transport, SENDER, [ALICE], message("<two@example.com>"))
 
     assert result.outcome is Outcome.TEMPORARY
     assert "connection lost at MAIL FROM" in result.reply.text
@@ -674,10 +683,10 @@ def test_connections_idle_too_long_are_closed_when_borrowing(
     server: SmtpServer, make_transport: MakeTransport
 ) -> None:
     transport = make_transport(server.port, idle_timeout_s=0.1)
-    transport.deliver(SENDER, [ALICE], message())
+    deliver(transport, SENDER, [ALICE], message())
     time.sleep(0.2)
 
-    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
 
     assert server.connections_total == 2
     wait_until(lambda: server.connections_open == 1)  # the old one said QUIT
@@ -692,7 +701,7 @@ def test_never_more_connections_than_configured(
     lock = threading.Lock()
 
     def send(n: int) -> None:
-        result = transport.deliver(SENDER, [ALICE], message(f"<{n}@example.com>"))
+        result = deliver(transport, SENDER, [ALICE], message(f"<{n}@example.com>"))
         with lock:
             results.append(result)
 
@@ -703,21 +712,23 @@ def test_never_more_connections_than_configured(
         thread.join()
 
     assert [r.outcome for r in results] == [Outcome.SENT] * 8
-    assert server.connections_peak == 2
-    assert server.connections_total == 2
+    # the first connection proves the relay before others are set up, so the second one may
+    # not be needed at all; never is there a third
+    assert 1 <= server.connections_peak <= 2
+    assert server.connections_total <= 2
     assert len(server.accepted) == 8
 
 
 def test_close_quits_idle_connections_and_the_transport_stays_usable(
     server: SmtpServer, transport: SmtpTransport
 ) -> None:
-    transport.deliver(SENDER, [ALICE], message())
+    deliver(transport, SENDER, [ALICE], message())
     assert server.connections_open == 1
 
     transport.close()
 
     wait_until(lambda: server.connections_open == 0)
-    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
     assert server.connections_total == 2
 
 
@@ -741,11 +752,11 @@ def tls_server(certificate: tuple[Path, Path]) -> Iterator[SmtpServer]:
 def test_starttls_refuses_an_untrusted_certificate(
     tls_server: SmtpServer, make_transport: MakeTransport
 ) -> None:
-    transport = make_transport(tls_server.port, tls="starttls")
+    transport = make_transport(tls_server.port, tls=TlsMode.STARTTLS)
 
-    result = transport.deliver(SENDER, [ALICE], message())
+    result = deliver(transport, SENDER, [ALICE], message())
 
-    assert result.outcome is Outcome.TEMPORARY
+    assert result.outcome is Outcome.DEFERRED
     assert result.reply.code == 0
     assert "not trusted" in result.reply.text
     assert tls_server.messages == []
@@ -754,9 +765,9 @@ def test_starttls_refuses_an_untrusted_certificate(
 def test_starttls_without_verification_accepts_a_self_signed_certificate(
     tls_server: SmtpServer, make_transport: MakeTransport
 ) -> None:
-    transport = make_transport(tls_server.port, tls="starttls", verify=False)
+    transport = make_transport(tls_server.port, tls=TlsMode.STARTTLS, verify=False)
 
-    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
     assert tls_server.messages[0].tls
 
 
@@ -764,18 +775,18 @@ def test_starttls_verifies_against_a_given_context(
     tls_server: SmtpServer, make_transport: MakeTransport, certificate: tuple[Path, Path]
 ) -> None:
     context = ssl.create_default_context(cafile=str(certificate[0]))
-    transport = make_transport(tls_server.port, tls="auto", ssl_context=context)
+    transport = make_transport(tls_server.port, tls=TlsMode.AUTO, ssl_context=context)
 
-    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
     assert tls_server.messages[0].tls
 
 
 def test_auth_after_starttls(tls_server: SmtpServer, make_transport: MakeTransport) -> None:
     transport = make_transport(
-        tls_server.port, tls="auto", verify=False, username="u", password="pw"
+        tls_server.port, tls=TlsMode.AUTO, verify=False, username="u", password="pw"
     )
 
-    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
     received = tls_server.messages[0]
     assert (received.tls, received.login) == (True, "u")
 
@@ -783,22 +794,22 @@ def test_auth_after_starttls(tls_server: SmtpServer, make_transport: MakeTranspo
 def test_starttls_required_but_not_offered(
     server: SmtpServer, make_transport: MakeTransport
 ) -> None:
-    transport = make_transport(server.port, tls="starttls")
+    transport = make_transport(server.port, tls=TlsMode.STARTTLS)
 
-    result = transport.deliver(SENDER, [ALICE], message())
+    result = deliver(transport, SENDER, [ALICE], message())
 
-    assert result.outcome is Outcome.TEMPORARY
+    assert result.outcome is Outcome.DEFERRED
     assert "does not offer STARTTLS" in result.reply.text
     assert server.messages == []
 
 
 def test_auto_never_sends_a_password_in_clear(make_transport: MakeTransport) -> None:
     with SmtpServer(users={"u": "pw"}, auth_require_tls=False) as server:
-        transport = make_transport(server.port, tls="auto", username="u", password="pw")
+        transport = make_transport(server.port, tls=TlsMode.AUTO, username="u", password="pw")
 
-        result = transport.deliver(SENDER, [ALICE], message())
+        result = deliver(transport, SENDER, [ALICE], message())
 
-        assert result.outcome is Outcome.TEMPORARY
+        assert result.outcome is Outcome.DEFERRED
         assert "refusing to send the password in clear" in result.reply.text
         assert server.logins == []
 
@@ -806,19 +817,19 @@ def test_auto_never_sends_a_password_in_clear(make_transport: MakeTransport) -> 
 def test_auto_without_auth_falls_back_to_plain_text(
     server: SmtpServer, make_transport: MakeTransport
 ) -> None:
-    transport = make_transport(server.port, tls="auto")
-    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    transport = make_transport(server.port, tls=TlsMode.AUTO)
+    assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
     assert not server.messages[0].tls
 
 
 def test_implicit_tls(certificate: tuple[Path, Path], make_transport: MakeTransport) -> None:
     with SmtpServer(implicit_tls_context=server_tls_context(*certificate)) as server:
-        refused = make_transport(server.port, tls="implicit").deliver(SENDER, [ALICE], message())
-        accepted = make_transport(server.port, tls="implicit", verify=False).deliver(
-            SENDER, [ALICE], message()
-        )
+        strict = make_transport(server.port, tls=TlsMode.IMPLICIT)
+        refused = deliver(strict, SENDER, [ALICE], message())
+        lenient = make_transport(server.port, tls=TlsMode.IMPLICIT, verify=False)
+        accepted = deliver(lenient, SENDER, [ALICE], message())
 
-        assert refused.outcome is Outcome.TEMPORARY
+        assert refused.outcome is Outcome.DEFERRED
         assert "not trusted" in refused.reply.text
         assert accepted.outcome is Outcome.SENT
         assert [m.tls for m in server.messages] == [True]
@@ -836,7 +847,7 @@ def auth_server() -> Iterator[SmtpServer]:
 def test_auth_plain(auth_server: SmtpServer, make_transport: MakeTransport) -> None:
     transport = make_transport(auth_server.port, username="jordan", password="s3cret")
 
-    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
     [attempt] = auth_server.logins
     assert (attempt.mechanism, attempt.login, attempt.success) == ("PLAIN", "jordan", True)
     assert auth_server.messages[0].login == "jordan"
@@ -848,7 +859,7 @@ def test_auth_plain_sends_the_identity(
     transport = make_transport(
         auth_server.port, username="jordan", password="s3cret", identity="boss"
     )
-    assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+    assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
     assert auth_server.logins[0].identity == "boss"
 
 
@@ -858,18 +869,18 @@ def test_auth_login(make_transport: MakeTransport) -> None:
     ) as server:
         transport = make_transport(server.port, username="jordan", password="s3cret")
 
-        assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+        assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
         assert [(a.mechanism, a.success) for a in server.logins] == [("LOGIN", True)]
 
 
-def test_auth_failure_is_temporary_with_the_reply(
+def test_auth_failure_is_deferred_with_the_reply(
     auth_server: SmtpServer, make_transport: MakeTransport
 ) -> None:
     transport = make_transport(auth_server.port, username="jordan", password="wrong")
 
-    result = transport.deliver(SENDER, [ALICE], message())
+    result = deliver(transport, SENDER, [ALICE], message())
 
-    assert result.outcome is Outcome.TEMPORARY
+    assert result.outcome is Outcome.DEFERRED
     assert result.reply.code == 535
     assert result.reply.enhanced == "5.7.8"
     assert result.reply.text.startswith("authentication failed")
@@ -878,8 +889,8 @@ def test_auth_failure_is_temporary_with_the_reply(
 
 def test_auth_not_offered(server: SmtpServer, make_transport: MakeTransport) -> None:
     transport = make_transport(server.port, username="jordan", password="s3cret")
-    result = transport.deliver(SENDER, [ALICE], message())
-    assert result.outcome is Outcome.TEMPORARY
+    result = deliver(transport, SENDER, [ALICE], message())
+    assert result.outcome is Outcome.DEFERRED
     assert "does not offer AUTH" in result.reply.text
 
 
@@ -900,7 +911,7 @@ def test_from_config(auth_server: SmtpServer) -> None:
     )
     transport = SmtpTransport.from_config(config)
     try:
-        assert transport.deliver(SENDER, [ALICE], message()).outcome is Outcome.SENT
+        assert deliver(transport, SENDER, [ALICE], message()).outcome is Outcome.SENT
     finally:
         transport.close()
     assert auth_server.logins[0].login == "jordan"
@@ -915,26 +926,64 @@ def test_from_config(auth_server: SmtpServer) -> None:
         ({"data_timeout_s": 0}, "email.server.smtp.data-timeout"),
         ({"password": "pw"}, "email.server.smtp.auth.username"),
         ({"username": "u", "password": "p", "auth_host": "other"}, "email.server.smtp.auth.host"),
+        ({"port": 0}, "email.server.smtp.port"),
+        ({"host": ""}, "email.server.smtp.host"),
     ],
 )  # fmt: skip
 def test_bad_settings_are_refused(kwargs: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        SmtpTransport("smtp.example.com", 587, **kwargs)
+        SmtpSettings(**{"host": "smtp.example.com", "port": 587, **kwargs})
     assert caught.value.key_path == key
 
 
 @pytest.mark.parametrize(
-    ("recipients", "error"),
+    ("recipients", "problem"),
     [
-        ([], ValueError),
-        (["alice@example.com\r\nDATA"], AddressError),
-        (["<alice@example.com>"], AddressError),
-        (["jösé@example.com"], AddressError),
-        ("alice@example.com", TypeError),
+        ([], "at least one recipient"),
+        (["alice@example.com\r\nDATA"], "cannot be used in an SMTP command"),
+        (["<alice@example.com>"], "cannot be used in an SMTP command"),
+        ("alice@example.com", "not one string"),
     ],
 )
-def test_bad_recipients_raise(
-    transport: SmtpTransport, recipients: Any, error: type[Exception]
+def test_unsendable_jobs_are_permanent_and_the_others_still_go(
+    server: SmtpServer, transport: SmtpTransport, recipients: Any, problem: str
 ) -> None:
-    with pytest.raises(error):
-        transport.deliver(SENDER, recipients, message())
+    jobs = [(SENDER, recipients, message()), (SENDER, [ALICE], message("<m2@example.com>"))]
+
+    bad, good = transport.deliver_batch(jobs)
+
+    assert bad.outcome is Outcome.PERMANENT
+    assert problem in bad.reply.text
+    assert good.outcome is Outcome.SENT
+    assert [m.message_id for m in server.messages] == ["<m2@example.com>"]
+
+
+# -- large messages: non-blocking writes in pieces ------------------------------------------------
+
+
+def large_message(size: int) -> bytes:
+    line = b"0123456789" * 7 + b"\r\n"
+    return b"Subject: large\r\nMessage-ID: <large@example.com>\r\n\r\n" + line * (size // len(line))
+
+
+def test_a_large_message_goes_out_whole(server: SmtpServer, transport: SmtpTransport) -> None:
+    content = large_message(4_000_000)
+
+    results = transport.deliver_batch(
+        [(SENDER, [ALICE], content), (SENDER, [BOB], message("<small@example.com>"))]
+    )
+
+    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.SENT]
+    [received] = [m for m in server.messages if m.message_id == "<large@example.com>"]
+    assert received.content == content
+
+
+def test_a_large_message_goes_out_whole_over_tls(
+    tls_server: SmtpServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(tls_server.port, tls=TlsMode.STARTTLS, verify=False)
+    content = large_message(2_000_000)
+
+    assert deliver(transport, SENDER, [ALICE], content).outcome is Outcome.SENT
+    assert tls_server.messages[0].tls
+    assert tls_server.messages[0].content == content

@@ -21,6 +21,13 @@ def test_every_error_is_exported_and_derives_from_the_root() -> None:
         assert issubclass(getattr(errors, name), postroom.PostroomError)
 
 
+def test_delivery_outcomes_are_results_not_exceptions() -> None:
+    # a transport reports every outcome as a DeliveryResult; no exception family pretends
+    # otherwise
+    assert not hasattr(postroom, "DeliveryError")
+    assert "DeliveryResult" not in errors.__all__
+
+
 def test_there_is_no_synchronous_send() -> None:
     e = postroom.Email(from_="a@example.com", to="b@example.com", subject="s", text="t")
     try:

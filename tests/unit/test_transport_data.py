@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from postroom.transport.smtp import _data_payload
+from postroom.transport.smtp.envelope import data_section
 
 
 @pytest.mark.parametrize(
@@ -21,4 +21,4 @@ from postroom.transport.smtp import _data_payload
     ],
 )
 def test_data_section(message: bytes, sent: bytes) -> None:
-    assert _data_payload(message) == sent
+    assert data_section(message) == sent

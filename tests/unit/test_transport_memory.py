@@ -13,6 +13,13 @@ from postroom.transport.memory import Delivery, MemoryTransport
 RAW = b"Subject: hi\r\n\r\nhello\r\n"
 
 
+def deliver(
+    transport: MemoryTransport, mail_from: str, recipients: list[str], message: bytes
+) -> DeliveryResult:
+    [result] = transport.deliver_batch([(mail_from, recipients, message)])
+    return result
+
+
 def test_is_a_transport() -> None:
     assert isinstance(MemoryTransport(), Transport)
 
@@ -20,11 +27,12 @@ def test_is_a_transport() -> None:
 def test_default_sends_to_every_recipient_and_records_the_delivery() -> None:
     transport = MemoryTransport()
 
-    result = transport.deliver("a@example.com", ["b@example.com", "c@example.com"], RAW)
+    result = deliver(transport, "a@example.com", ["b@example.com", "c@example.com"], RAW)
 
     assert result.outcome is Outcome.SENT
     assert result.reply == Reply(250, "OK")
     assert result.accepted == ("b@example.com", "c@example.com")
+    assert set(result.replies) == {"b@example.com", "c@example.com"}
     [delivery] = transport.deliveries
     mail_from, recipients, message = delivery
     assert (mail_from, recipients, message) == (
@@ -45,8 +53,8 @@ def test_responder_scripts_the_outcome_and_sees_the_arguments() -> None:
         return DeliveryResult(Outcome.SENT, Reply(250, "OK"), accepted=tuple(recipients))
 
     transport = MemoryTransport(responder=greylist)
-    first = transport.deliver("a@example.com", ["b@example.com"], RAW)
-    second = transport.deliver("a@example.com", ["b@example.com"], RAW)
+    first = deliver(transport, "a@example.com", ["b@example.com"], RAW)
+    second = deliver(transport, "a@example.com", ["b@example.com"], RAW)
 
     assert (first.outcome, first.reply.code) == (Outcome.TEMPORARY, 451)
     assert second.outcome is Outcome.SENT
@@ -61,7 +69,7 @@ def test_a_responder_that_raises_propagates_but_the_attempt_is_recorded() -> Non
 
     transport = MemoryTransport(responder=broken)
     with pytest.raises(ConnectionError):
-        transport.deliver("a@example.com", ["b@example.com"], RAW)
+        deliver(transport, "a@example.com", ["b@example.com"], RAW)
     assert len(transport.deliveries) == 1
     assert transport.results == []
 
@@ -69,14 +77,14 @@ def test_a_responder_that_raises_propagates_but_the_attempt_is_recorded() -> Non
 def test_a_responder_must_return_a_delivery_result() -> None:
     transport = MemoryTransport(responder=lambda f, r, m: "250 OK")  # type: ignore[arg-type,return-value]
     with pytest.raises(TypeError, match="not a DeliveryResult"):
-        transport.deliver("a@example.com", ["b@example.com"], RAW)
+        deliver(transport, "a@example.com", ["b@example.com"], RAW)
 
 
 def test_recipients_and_message_are_copied() -> None:
     transport = MemoryTransport()
     recipients = ["b@example.com"]
     message = bytearray(RAW)
-    transport.deliver("a@example.com", recipients, bytes(message))
+    deliver(transport, "a@example.com", recipients, bytes(message))
     recipients.append("late@example.com")
     message[:] = b"changed"
 
@@ -85,7 +93,7 @@ def test_recipients_and_message_are_copied() -> None:
 
 def test_deliveries_is_a_snapshot_and_clear_forgets() -> None:
     transport = MemoryTransport()
-    transport.deliver("a@example.com", ["b@example.com"], RAW)
+    deliver(transport, "a@example.com", ["b@example.com"], RAW)
     snapshot = transport.deliveries
     snapshot.clear()
     assert len(transport.deliveries) == 1
@@ -107,7 +115,7 @@ def test_many_threads_lose_nothing() -> None:
 
     def send(thread: int) -> None:
         for n in range(50):
-            transport.deliver("a@example.com", [f"t{thread}-{n}@example.com"], RAW)
+            deliver(transport, "a@example.com", [f"t{thread}-{n}@example.com"], RAW)
 
     threads = [threading.Thread(target=send, args=(t,)) for t in range(8)]
     for thread in threads:

@@ -24,6 +24,7 @@ Where values come from, highest first:
 from __future__ import annotations
 
 from postroom.errors import ConfigError
+from postroom.transport.smtp.settings import TlsMode
 
 from ._load import CONFIG_ENV, default_config, env_name, load_config, render_config
 from ._model import (
@@ -38,7 +39,6 @@ from ._model import (
     Secret,
     ServerConfig,
     SmtpConfig,
-    TlsMode,
     redact_url,
 )
 

@@ -22,7 +22,6 @@ from postroom.errors import ConfigError
 
 QueueEngineName = Literal["redis", "sqlite", "memory"]
 DatabaseEngineName = Literal["sqlite3", "postgres"]
-TlsMode = Literal["auto", "starttls", "implicit", "none"]
 
 MASK: Final = "********"
 #: default ``email.max-message-size``: 25 MiB of rendered message (what large providers accept)
@@ -311,7 +310,7 @@ class SmtpConfig(_Section):
     host: str = "localhost"
     port: int = field(default=25, metadata=_limits(at_least=1, at_most=65535))
     auth: AuthConfig = field(default_factory=AuthConfig)
-    tls: TlsMode = "auto"
+    tls: Literal["auto", "starttls", "implicit", "none"] = "auto"  # the values of TlsMode
     verify: bool = True
     connections: int = field(default=4, metadata=_limits(at_least=1, at_most=1000))
     connect_timeout: timedelta = field(

@@ -77,6 +77,8 @@ __all__ = ["Dispatcher", "recipient_replies", "utc_now"]
 log = logging.getLogger("postroom.dispatch")
 
 _MAINTAIN_EVERY = timedelta(seconds=1)
+#: how long a message deferred by the relay waits when the relay names no time for its probe
+_DEFERRED_WAIT = timedelta(seconds=5)
 
 
 def utc_now() -> datetime:
@@ -316,7 +318,7 @@ class Dispatcher:
 
     def _deferred(self, claimed: Claimed, result: DeliveryResult, now: datetime) -> Finish:
         relay = self.transport.relay
-        retry_at = relay.retry_at if relay.retry_at is not None else now
+        retry_at = relay.retry_at or now + _DEFERRED_WAIT  # (no probe time known yet)
         decision = decide_deferred(
             relay.reason or str(result.reply),
             retry_at=max(retry_at, now),

@@ -41,7 +41,7 @@ from postroom.queue.base import QueueEngine
 from postroom.store import Store, open_store
 from postroom.transport.base import Transport
 from postroom.transport.capture import CaptureServer
-from postroom.transport.smtp import SmtpTransport
+from postroom.transport.smtp import SmtpSettings, SmtpTransport, TlsMode
 
 __all__ = ["Server", "Stopped", "serve_one"]
 
@@ -153,10 +153,12 @@ class Server:
     def _transport(self) -> Transport:
         if self.capture is not None:
             return SmtpTransport(
-                "127.0.0.1",
-                self.capture.port,
-                tls="none",
-                connections=self.config.email.server.smtp.connections,
+                SmtpSettings(
+                    host="127.0.0.1",
+                    port=self.capture.port,
+                    tls=TlsMode.NONE,
+                    connections=self.config.email.server.smtp.connections,
+                )
             )
         return SmtpTransport.from_config(self.config.email.server.smtp)
 

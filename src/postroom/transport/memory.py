@@ -12,10 +12,19 @@ outcomes, the way a mock transport does for an HTTP client::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
-from postroom.transport.base import DeliveryResult, Outcome, Reply, Transport
+from postroom.transport.base import (
+    DeliveryResult,
+    Job,
+    OnResult,
+    Outcome,
+    Reply,
+    Transport,
+    envelope_problem,
+    unsendable,
+)
 
 __all__ = ["Delivery", "MemoryTransport", "Responder"]
 
@@ -24,7 +33,7 @@ Responder = Callable[[str, Sequence[str], bytes], DeliveryResult]
 
 
 class Delivery(NamedTuple):
-    """One call to :meth:`MemoryTransport.deliver`, whatever its outcome."""
+    """One delivery handed to the responder, whatever its outcome."""
 
     mail_from: str
     recipients: tuple[str, ...]
@@ -32,15 +41,14 @@ class Delivery(NamedTuple):
 
 
 class MemoryTransport(Transport):
-    """Records every :meth:`deliver` call; thread-safe.
+    """Records every delivery; thread-safe.
 
-    ``deliveries`` lists every attempt in call order (also those the responder failed, and
-    those whose responder raised); ``results`` the result returned for each attempt that
-    returned one. Without a responder each delivery is ``SENT`` to all recipients with
-    ``250 OK``.
+    ``deliveries`` lists every sendable job in the order it was read (also those the responder
+    failed, and those whose responder raised); ``results`` the result of each one that got one.
+    Without a responder each delivery is ``SENT`` to all recipients with ``250 OK``.
 
     >>> transport = MemoryTransport()
-    >>> result = transport.deliver("a@example.com", ["b@example.com"], b"Subject: hi\\r\\n\\r\\n")
+    >>> [result] = transport.deliver_batch([("a@example.com", ["b@example.com"], b"Hi\\r\\n")])
     >>> result.outcome
     <Outcome.SENT: 'sent'>
     >>> transport.deliveries[0].recipients
@@ -54,13 +62,29 @@ class MemoryTransport(Transport):
         self._results: list[DeliveryResult] = []
         self.closed = False
 
-    def deliver(self, mail_from: str, recipients: Sequence[str], message: bytes) -> DeliveryResult:
-        """Record the delivery, then answer with the responder's result (or ``SENT``)."""
-        delivery = Delivery(mail_from, tuple(recipients), bytes(message))
+    def deliver_batch(
+        self, jobs: Iterable[Job], on_result: OnResult | None = None
+    ) -> list[DeliveryResult]:
+        """Deliver one job after the other, reading each only when the one before is done."""
+        results = []
+        for position, job in enumerate(jobs):
+            result = self._deliver(*job)
+            results.append(result)
+            if on_result is not None:
+                on_result(position, result)
+        return results
+
+    def _deliver(self, mail_from: str, recipients: Sequence[str], message: bytes) -> DeliveryResult:
+        problem = envelope_problem(mail_from, recipients)
+        if problem is not None:
+            return unsendable(problem)
+        delivery = Delivery(mail_from, tuple(dict.fromkeys(recipients)), bytes(message))
         with self._lock:
             self._deliveries.append(delivery)
         if self._responder is None:
-            result = DeliveryResult(Outcome.SENT, Reply(250, "OK"), accepted=delivery.recipients)
+            ok = Reply(250, "OK")
+            replies = dict.fromkeys(delivery.recipients, ok)
+            result = DeliveryResult(Outcome.SENT, ok, delivery.recipients, replies=replies)
         else:
             result = self._responder(mail_from, delivery.recipients, delivery.message)
             if not isinstance(result, DeliveryResult):

@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 __all__ = ["ConnectionPool", "Lease"]
 
@@ -70,9 +70,17 @@ class ConnectionPool(Generic[C]):
         self._clock = clock
         self._generation = 0
 
-    def acquire(self) -> Lease[C]:
-        """Block until a slot is free; return a lease with the freshest idle connection, if any."""
-        self._slots.acquire()
+    @overload
+    def acquire(self) -> Lease[C]: ...
+
+    @overload
+    def acquire(self, *, blocking: bool) -> Lease[C] | None: ...
+
+    def acquire(self, *, blocking: bool = True) -> Lease[C] | None:
+        """Wait until a slot is free (``blocking=False``: ``None`` when none is); return a lease
+        with the freshest idle connection, if any."""
+        if not self._slots.acquire(blocking=blocking):
+            return None
         try:
             conn, expired = self._take_idle()
         except BaseException:
