@@ -19,7 +19,15 @@ from postroom import payload
 from postroom.cli import main, manage
 from postroom.config import load_config
 from postroom.queue import open_queue
-from postroom.store import AttemptRecord, Finish, NewMessage, Store, open_store
+from postroom.store import (
+    AttemptRecord,
+    DispatcherBeat,
+    Finish,
+    NewMessage,
+    RecipientReply,
+    Store,
+    open_store,
+)
 
 MAX_TIME = timedelta(hours=2)
 
@@ -178,7 +186,7 @@ def test_status_json_is_one_document_with_stable_keys(
     code, out, _ = _run(["status", "-c", config_path, "M1", "--json"], capsys)
     assert code == 0
     doc = json.loads(out)
-    assert set(doc) == {"message", "attempts"}
+    assert set(doc) == {"message", "recipients", "attempts"}
     message = doc["message"]
     assert message["status"] == "failed"
     assert message["failure"] == "550 5.1.1 no such user"
@@ -543,3 +551,79 @@ def test_error_messages_escape_control_characters(
     assert code == 1
     _assert_inert(err)
     assert "no\\x1b[2Jsuch" in err
+
+
+# -- per-recipient states and dispatchers -------------------------------------------------------
+
+
+def _rcpt(recipient: str, code: int, enhanced: str, text: str) -> RecipientReply:
+    return RecipientReply(recipient=recipient, code=code, enhanced_code=enhanced, text=text)
+
+
+def test_status_shows_each_recipients_state_and_reply(
+    config_path: str, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store.insert_messages([replace(_new("R1"), recipients=["ok@x.org", "t4@x.org", "p5@x.org"])])
+    store.claim_due("host-a:42", 10, 60, datetime.now(UTC))
+    replies = [
+        _rcpt("ok@x.org", 250, "2.0.0", "queued"),
+        _rcpt("t4@x.org", 451, "4.7.1", "greylisted"),
+        _rcpt("p5@x.org", 550, "5.1.1", "no such user"),
+    ]
+    attempt = replace(_attempt(250, "2.0.0", "queued", "sent"), replies=replies)
+    store.finish(
+        "host-a:42",
+        [
+            Finish(
+                id="R1",
+                status="queued",
+                attempt=attempt,
+                count_fail=True,
+                failure="refused",
+                next_attempt_at=datetime.now(UTC),
+                pending_recipients=["t4@x.org"],
+                sent_at=None,
+                refused=["p5@x.org: 550 5.1.1 no such user"],
+            )
+        ],
+    )
+    code, out, _ = _run(["status", "-c", config_path, "R1"], capsys)
+    assert code == 0
+    section = out.split("\nrecipients:\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[:2] for line in section] == [
+        ["ok@x.org", "accepted"],
+        ["t4@x.org", "pending"],
+        ["p5@x.org", "refused"],
+    ]
+    assert section[2].endswith("550 5.1.1 no such user")
+    code, out, _ = _run(["status", "-c", config_path, "--json", "R1"], capsys)
+    doc = json.loads(out)
+    assert [(r["recipient"], r["state"]) for r in doc["recipients"]] == [
+        ("ok@x.org", "accepted"),
+        ("t4@x.org", "pending"),
+        ("p5@x.org", "refused"),
+    ]
+    assert doc["attempts"][0]["replies"][1]["code"] == 451
+    assert doc["message"]["refused"] == ["p5@x.org: 550 5.1.1 no such user"]
+
+
+def test_stats_shows_each_dispatcher_and_its_relay(
+    config_path: str, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    up = DispatcherBeat(id="host-a:1:aa", host="host-a", pid=1, started_at=now)
+    down = replace(
+        up, id="host-b:2:bb", relay_down_since=now, relay_failure="535 5.7.8 bad credentials"
+    )
+    store.heartbeat(up, now, 60)
+    store.heartbeat(down, now, 60)
+    code, out, _ = _run(["stats", "-c", config_path], capsys)
+    assert code == 0
+    lines = out.split("dispatchers:\n")[1].splitlines()
+    assert any(line.split()[0] == "host-a:1:aa" and line.endswith("up") for line in lines)
+    assert any("down since" in line and "535 5.7.8 bad credentials" in line for line in lines)
+    code, out, _ = _run(["stats", "-c", config_path, "--json"], capsys)
+    relays = {d["id"]: d["relay"] for d in json.loads(out)["dispatchers"]}
+    assert relays["host-a:1:aa"] == {"up": True, "down_since": None, "reason": None}
+    assert relays["host-b:2:bb"]["up"] is False
+    assert relays["host-b:2:bb"]["reason"] == "535 5.7.8 bad credentials"

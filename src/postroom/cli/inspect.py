@@ -70,12 +70,47 @@ def run_status(args: argparse.Namespace) -> int:
             info = store.get(args.id)
         attempts = store.attempts(args.id)
     if args.json:
+        states: list[JsonValue] = [
+            {"recipient": rcpt, "state": state, "reply": reply}
+            for rcpt, state, reply in recipient_states(info, attempts)
+        ]
         print_json(
-            {"message": record_to_json(info), "attempts": [record_to_json(a) for a in attempts]}
+            {
+                "message": record_to_json(info),
+                "recipients": states,
+                "attempts": [record_to_json(a) for a in attempts],
+            }
         )
     else:
         print(_status_text(info, attempts))
     return 0
+
+
+def recipient_states(
+    info: MessageInfo, attempts: list[AttemptInfo]
+) -> list[tuple[str, str, str | None]]:
+    """Each recipient's state and the last reply that decided it.
+
+    ``accepted``: the server took the message for it; ``refused``: refused for good (5yz);
+    ``pending``: still to deliver (never tried, or refused for now).
+    """
+    last: dict[str, tuple[str, int | None]] = {}
+    for attempt in attempts:
+        for r in attempt.replies:
+            shown = " ".join(p for p in (str(r.code or ""), r.enhanced_code or "", r.text) if p)
+            last[r.recipient] = (shown, r.code)
+    pending = set(info.recipients if info.pending_recipients is None else info.pending_recipients)
+    states = []
+    for rcpt in info.recipients:
+        reply, code = last.get(rcpt, (None, None))
+        if code is not None and 500 <= code < 600:
+            state = "refused"
+        elif rcpt in pending and info.status != "sent":
+            state = "pending"
+        else:
+            state = "accepted" if reply is not None or info.status == "sent" else "pending"
+        states.append((rcpt, state, reply))
+    return states
 
 
 def _status_text(info: MessageInfo, attempts: list[AttemptInfo]) -> str:
@@ -104,7 +139,17 @@ def _status_text(info: MessageInfo, attempts: list[AttemptInfo]) -> str:
     ]
     if info.lease_owner:
         rows.append(("lease", f"{info.lease_owner} until {fmt_time(info.lease_until)}"))
-    text = table(rows)
+    text = (
+        table(rows)
+        + "\n\nrecipients:\n"
+        + table(
+            [
+                (rcpt, state, reply or "-")
+                for rcpt, state, reply in recipient_states(info, attempts)
+            ],
+            indent=2,
+        )
+    )
     if not attempts:
         return text + "\n\nattempts: none"
     return text + "\n\nattempts:\n" + _attempts_table(attempts)
@@ -156,6 +201,21 @@ def _stats_json(stats: Stats) -> dict[str, JsonValue]:
         "top_failures": [
             {"reason": reason, "count": count} for reason, count in stats.top_failures
         ],
+        "dispatchers": [
+            {
+                "id": d.id,
+                "host": d.host,
+                "pid": d.pid,
+                "started_at": json_time(d.started_at),
+                "heartbeat_at": json_time(d.heartbeat_at),
+                "relay": {
+                    "up": d.relay_down_since is None,
+                    "down_since": json_time(d.relay_down_since),
+                    "reason": d.relay_failure,
+                },
+            }
+            for d in stats.dispatchers
+        ],
     }
 
 
@@ -184,4 +244,21 @@ def _stats_text(stats: Stats) -> str:
         lines += ["top failures:", table(rows, header=("count", "reason"), indent=2)]
     else:
         lines.append("top failures: none")
+    lines += ["", *_dispatchers_text(stats)]
     return "\n".join(lines)
+
+
+def _dispatchers_text(stats: Stats) -> list[str]:
+    if not stats.dispatchers:
+        return ["dispatchers: none running"]
+    rows = [
+        (
+            d.id,
+            fmt_time(d.heartbeat_at),
+            "up"
+            if d.relay_down_since is None
+            else f"down since {fmt_time(d.relay_down_since)}: {d.relay_failure or '?'}",
+        )
+        for d in stats.dispatchers
+    ]
+    return ["dispatchers:", table(rows, header=("id", "last heartbeat", "relay"), indent=2)]
