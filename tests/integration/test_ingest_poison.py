@@ -61,16 +61,16 @@ POISON = {
     "send_at_year_9999": (
         payload("far-future", send_after="9999-12-31T23:30:00+00:00"),
         "far-future",
-        "past the year 9999",
+        "'send_after': '9999-12-31T23:30:00+00:00' is outside the times postroom can represent",
     ),
     "queued_at_year_1_east_of_utc": (
         payload("year-one", queued_at="0001-01-01T00:00:00+01:00"),
         "year-one",
-        "OverflowError",
+        "'queued_at': '0001-01-01T00:00:00+01:00' is outside the times postroom can represent",
     ),
     "json_nested_100000_deep": (nested(100_000), None, "RecursionError"),
     "surrogate_in_subject": (payload("surrogate", subject="\ud800"), "surrogate", "Unicode"),
-    "nul_in_id": (payload("bad\x00id"), None, "'id' is not printable"),
+    "nul_in_id": (payload("bad\x00id"), None, "'id': 'bad\\x00id' is not a message id"),
 }
 
 
