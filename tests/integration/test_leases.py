@@ -5,7 +5,10 @@ processes, real databases (SQLite and PostgreSQL), a real SMTP server scripted t
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from tests.integration.test_serve import (
     make_email,
     sent_count,
     start_serve,
+    status_of,
     wait_until,
     write_config,
 )
@@ -220,3 +224,44 @@ def test_a_frozen_dispatchers_rows_are_taken_over_and_it_starts_none_of_them_aga
     assert sum(c - 1 for c in counts) <= 4 + 1, counts
     assert frozen_at < 40
     assert "took over" in (tmp_path / "serve-b.log").read_text()
+
+
+def test_a_wrong_password_defers_every_message_without_charging_it_and_stats_say_why(
+    tmp_path: Path,
+) -> None:
+    with SmtpServer(users={"app": "right"}, auth_require_tls=False) as relay:
+        data = config_dict(tmp_path, relay.port)
+        data["email"]["server"]["smtp"].update(
+            {"auth": {"username": "app", "password": "wrong"}, "allow-plaintext-password": True}
+        )
+        config_path = write_config(tmp_path, data)
+        config = load_config(config_path)
+        ids = enqueue_all(config, [make_email(i) for i in range(20)])
+        url = migrated(config.email.server.database.sqlalchemy_url())
+        proc = start_serve(config_path, tmp_path)
+        try:
+            wait_until(lambda: status_of(url, ids[-1]) is not None, 30, "ingest")
+
+            def all_deferred() -> bool:
+                with open_store(url) as store:
+                    failures = [i.failure or "" for i in map(store.get, ids)]
+                return all(f.startswith("relay unavailable") for f in failures)
+
+            wait_until(all_deferred, 30, "every message to wait for the relay")
+            stats = subprocess.run(
+                [sys.executable, "-m", "postroom", "stats", "-c", str(config_path), "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        finally:
+            assert stop(proc) == 0
+        with open_store(url) as store:
+            infos = [store.get(i) for i in ids]
+            attempts = [a for i in ids for a in store.attempts(i)]
+    assert {(i.status, i.num_fails) for i in infos} == {("queued", 0)}
+    assert attempts == []  # not one attempt charged to a message
+    assert "535" in (infos[0].failure or "")
+    assert len(relay.logins) <= 2  # one login per rest of the relay, not one per message
+    [me] = json.loads(stats.stdout)["dispatchers"]
+    assert me["relay"]["up"] is False and "535" in me["relay"]["reason"]

@@ -84,6 +84,7 @@ class Keeper:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat: datetime | None = None
+        self._relay_written: tuple[datetime | None, str | None] = (None, None)
         self._beat_failing = False
         self._write_failing = False
         self.vouched_until: datetime | None = None
@@ -156,6 +157,7 @@ class Keeper:
 
     def _beat(self, now: datetime) -> None:
         relay = self.relay()
+        outage = _outage(relay)
         me = DispatcherBeat(
             id=self.me.id,
             host=self.me.host,
@@ -175,6 +177,7 @@ class Keeper:
             log.info("heartbeat works again")
         self._beat_failing = False
         self._last_beat = now
+        self._relay_written = outage
         self.vouched_until = self.liveness.vouched_until(now)
 
     def _run(self) -> None:
@@ -183,5 +186,13 @@ class Keeper:
                 self.tick()
 
     def _beat_due(self) -> bool:
+        """A beat is due every ``heartbeat_s``, and at once when the relay went down or up."""
         last = self._last_beat
-        return last is None or not timedelta(0) <= self.clock() - last < self._beat_every
+        if last is None or not timedelta(0) <= self.clock() - last < self._beat_every:
+            return True
+        return _outage(self.relay()) != self._relay_written
+
+
+def _outage(relay: RelayState) -> tuple[datetime | None, str | None]:
+    """What the ``dispatchers`` table says of a relay: down since when and why (or nothing)."""
+    return (None, None) if relay.up else (relay.down_since, relay.reason)
