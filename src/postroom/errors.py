@@ -32,6 +32,7 @@ __all__ = [
     "BufferFullError",
     "ConfigError",
     "HeaderError",
+    "IngestFailed",
     "LimitError",
     "MessageError",
     "NotFoundError",
