@@ -378,7 +378,7 @@ def test_claim_with_zero_limit_or_bad_lease(store: Store) -> None:
         store.claim_due("A", 1, 60, datetime(2026, 3, 1))
 
 
-def beat(store: Store, who: str, when: datetime, lease_s: float = 30) -> int:
+def beat(store: Store, who: str, when: datetime, lease_s: float = 30) -> set[str]:
     me = DispatcherBeat(id=who, host="host-1", pid=1, started_at=at(0))
     return store.heartbeat(me, when, lease_s)
 
@@ -393,7 +393,7 @@ def test_a_silent_dispatchers_rows_are_taken_over_and_the_old_owner_is_fenced(
 ) -> None:
     store.insert_messages([new("m1"), new("m2")])
     assert len(store.claim_due("A", 10, 30, at(0))) == 2
-    assert beat(store, "A", at(0)) == 2
+    assert beat(store, "A", at(0)) == {"m1", "m2"}
     assert take_over(store, "B", at(9)) == []  # A beat 9 s ago: alive
     assert take_over(store, "B", at(11)) == ["m1", "m2"]  # 11 s of silence: dead
     assert store.get("m1").lease_owner == "B"

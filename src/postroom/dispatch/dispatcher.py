@@ -235,7 +235,9 @@ class Dispatcher:
                 if message is None:
                     continue
                 if not self.ledger.begin(row.id):
-                    return  # the ledger is closed: the dispatcher is stopping
+                    if self.ledger.closed:
+                        return  # the dispatcher is stopping
+                    continue  # taken over by another dispatcher meanwhile
                 started.append(row)
                 yield row.mail_from, row.recipients, message
 

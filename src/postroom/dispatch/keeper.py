@@ -23,7 +23,9 @@ dead. :attr:`Keeper.vouched_until` is that moment minus a safety margin::
     vouched_until = last successful heartbeat (its start) + min(lease, dead_after) - margin
 
 When the database is unreachable, heartbeats fail, ``vouched_until`` passes, and the dispatcher
-starts nothing new until a heartbeat succeeds again.
+starts nothing new until a heartbeat succeeds again. That heartbeat also tells which rows are
+still this dispatcher's: those another one took over meanwhile are dropped from the ledger
+before vouching resumes, so they are never sent from here.
 """
 
 from __future__ import annotations
@@ -166,8 +168,9 @@ class Keeper:
             relay_down_since=None if relay.up else relay.down_since,
             relay_failure=None if relay.up else relay.reason,
         )
+        held_before = self.ledger.held()
         try:
-            self.store.heartbeat(me, now, self.liveness.lease_s)
+            renewed = self.store.heartbeat(me, now, self.liveness.lease_s)
         except StoreError as exc:
             if not self._beat_failing:
                 log.error("heartbeat failed; no new deliveries until it works: %s", exc)
@@ -176,6 +179,13 @@ class Keeper:
         if self._beat_failing:
             log.info("heartbeat works again")
         self._beat_failing = False
+        lost = self.ledger.lose(held_before - renewed)  # before vouching again: never sent
+        if lost:
+            log.warning(
+                "%d message(s) were taken over by another dispatcher while this one could not "
+                "vouch for its leases; they will not be sent from here",
+                lost,
+            )
         self._last_beat = now
         self._relay_written = outage
         self.vouched_until = self.liveness.vouched_until(now)

@@ -12,6 +12,10 @@ Life of one claimed row in the ledger::
      │                   └── (still in flight at take()) ──▶ marked started in the database
      └── release() / close() ──▶ to release ──take()──▶ released (gone)
 
+A row the heartbeat no longer finds under this dispatcher's name (another one took it over while
+this one could not vouch for its leases) is *lost*: :meth:`Ledger.lose` drops it, and it is
+never started from here.
+
 Life of the ledger::
 
     open ──close()──▶ closed: begin() refuses; every row held and not started is released
@@ -94,6 +98,25 @@ class Ledger:
                     self._held.discard(id)
                     self._owed.releases.append(id)
                     self._owe()
+
+    def held(self) -> set[str]:
+        """The rows held now (a snapshot)."""
+        with self._lock:
+            return set(self._held)
+
+    def lose(self, ids: Iterable[str]) -> int:
+        """Rows another dispatcher took over: never start them, owe nothing for them. Returns
+        how many were still held."""
+        with self._lock:
+            lost = self._held.intersection(ids)
+            self._held -= lost
+            self._in_flight -= lost
+            return len(lost)
+
+    @property
+    def closed(self) -> bool:
+        with self._lock:
+            return self._closed
 
     def close(self) -> int:
         """Refuse new deliveries and release every row not started; return how many are still

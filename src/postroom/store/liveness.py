@@ -42,9 +42,11 @@ m = messages
 d = dispatchers
 
 
-def beat(conn: Connection, me: DispatcherBeat, now: datetime, lease_until: datetime) -> int:
+def beat(
+    conn: Connection, me: DispatcherBeat, now: datetime, lease_until: datetime
+) -> set[str]:
     """Write ``me``'s heartbeat (registering it when it has no row) and renew the lease of every
-    row it holds until ``lease_until``; return how many rows it holds."""
+    row it holds until ``lease_until``; return the ids of the rows it holds."""
     relay = {"relay_down_since": me.relay_down_since, "relay_failure": me.relay_failure}
     found = conn.execute(update(d).where(d.c.id == me.id).values(heartbeat_at=now, **relay))
     if not found.rowcount:
@@ -59,7 +61,8 @@ def beat(conn: Connection, me: DispatcherBeat, now: datetime, lease_until: datet
             )
         )
     held = update(m).where(status_is("sending"), m.c.lease_owner == me.id)
-    return int(conn.execute(held.values(lease_until=lease_until)).rowcount)
+    renewed = conn.execute(held.values(lease_until=lease_until).returning(m.c.id))
+    return set(renewed.scalars())
 
 
 def remove_dispatchers(conn: Connection, ids: Sequence[str]) -> int:

@@ -216,9 +216,9 @@ class Store:
 
     # -- liveness (see :mod:`postroom.store.liveness`) -----------------------------------------
 
-    def heartbeat(self, me: DispatcherBeat, now: datetime, lease_s: float) -> int:
+    def heartbeat(self, me: DispatcherBeat, now: datetime, lease_s: float) -> set[str]:
         """Register or refresh dispatcher ``me`` and renew the lease of every row it holds until
-        ``now + lease_s``; return how many rows it holds."""
+        ``now + lease_s``; return the ids of the rows it holds."""
         _aware(now, "now")
         with self._write() as conn:
             return liveness.beat(conn, me, now, now + timedelta(seconds=lease_s))

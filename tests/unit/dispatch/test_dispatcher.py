@@ -544,3 +544,20 @@ def test_a_failed_message_never_goes_again_to_a_recipient_that_accepted(rig: Rig
         ("t4@example.org",),
         ("t4@example.org",),
     ]
+
+
+def test_rows_taken_over_while_this_dispatcher_was_frozen_are_never_sent_from_here(
+    rig: Rig,
+) -> None:
+    ids = [rig.enqueue(email(subject=f"m{i}")) for i in range(3)]
+    rig.dispatcher.keeper.tick()  # a first heartbeat
+    rows = rig.store.claim_due("test", 3, 60, rig.clock())
+    rig.dispatcher.ledger.hold(r.id for r in rows)
+    rig.clock.advance(11)  # frozen: no heartbeat for 11 s, and another dispatcher took over
+    other = other_dispatcher(rig, "other")
+    other._take_over(rig.clock())
+    other.keeper.tick()
+    rig.dispatcher.keeper.tick()  # thawed: the heartbeat finds none of the rows its own
+    rig.dispatcher._deliver_all(rows)
+    assert rig.transport.deliveries == []
+    assert all(rig.store.get(i).status == "queued" for i in ids)  # as the takeover left them
