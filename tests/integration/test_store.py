@@ -23,6 +23,7 @@ from postroom.store import (
     DispatcherBeat,
     Finish,
     NewMessage,
+    RecipientReply,
     Store,
     batch,
     open_store,
@@ -922,3 +923,21 @@ def test_postgres_claim_and_finish_plans_do_not_depend_on_statistics(postgres_ur
         assert "Index Scan using ix_messages_claim" in claim, claim
         assert "Sort" not in claim, claim
         assert "JIT" not in claim
+
+
+def test_every_recipients_reply_and_the_refusals_round_trip(store: Store) -> None:
+    store.insert_messages([new("m1")])
+    store.claim_due("A", 1, 30, at(0))
+    replies = [
+        RecipientReply("a@example.org", 250, "2.0.0", 'queued "1" \\ é\x01'),
+        RecipientReply("b@example.org", None, None, "timed out"),
+    ]
+    finish = replace(
+        sent("m1"),
+        attempt=replace(attempt(ended=T0), replies=replies),
+        refused=["c@example.org: 550 5.1.1 no such user"],
+    )
+    assert store.finish("A", [finish]) == 1
+    [recorded] = store.attempts("m1")
+    assert recorded.replies == replies
+    assert store.get("m1").refused == ["c@example.org: 550 5.1.1 no such user"]

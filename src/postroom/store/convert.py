@@ -89,22 +89,21 @@ def load_list(text: str) -> list[str]:
 def dump_replies(replies: Sequence[RecipientReply]) -> str | None:
     """Every recipient's reply of one attempt as JSON text (``None`` when there is none)::
 
-    [{"recipient": "a@example.org", "code": 250, "enhanced_code": "2.1.5", "text": "OK"}]
+        [{"recipient":"a@example.org","code":250,"enhanced_code":"2.1.5","text":"OK"}]
+
+    Written by hand like :func:`dump_list`: one of these goes with every attempt.
     """
     if not replies:
         return None
-    return json.dumps(
-        [
-            {
-                "recipient": r.recipient,
-                "code": r.code,
-                "enhanced_code": r.enhanced_code,
-                "text": r.text,
-            }
-            for r in replies
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
+    return "[" + ",".join(map(_reply_json, replies)) + "]"
+
+
+def _reply_json(r: RecipientReply) -> str:
+    code = "null" if r.code is None else str(int(r.code))
+    enhanced = "null" if r.enhanced_code is None else _quote(r.enhanced_code)
+    return (
+        f'{{"recipient":{_quote(r.recipient)},"code":{code},'
+        f'"enhanced_code":{enhanced},"text":{_quote(r.text)}}}'
     )
 
 
