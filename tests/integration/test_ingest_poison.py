@@ -74,21 +74,6 @@ POISON = {
 }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db' / 'postroom.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = open_store(store_url)
-    s.migrate()
-    yield s
-    s.close()
-
-
 @pytest.fixture
 def queue(tmp_path: Path) -> Iterator[SqliteQueue]:
     q = SqliteQueue(str(tmp_path / "queue.db"), redeliver_after_s=0.2)

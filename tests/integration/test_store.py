@@ -6,7 +6,6 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -97,23 +96,6 @@ def retry_later(id: str, when: datetime, *, pending: list[str] | None = None) ->
         pending_recipients=pending,
         sent_at=None,
     )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL of an empty database: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db' / 'postroom.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    """A migrated store on each engine."""
-    s = open_store(store_url)
-    s.migrate()
-    yield s
-    s.close()
 
 
 # -- schema and migrations ---------------------------------------------------------------------
