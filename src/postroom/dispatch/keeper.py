@@ -78,7 +78,7 @@ class Keeper:
         *,
         clock: Callable[[], datetime],
         relay: Callable[[], RelayState] = RelayState,
-        flush_s: float = 0.2,
+        flush_s: float = 0.1,
     ) -> None:
         self.store, self.ledger, self.me, self.liveness = store, ledger, me, liveness
         self.clock, self.relay, self.flush_s = clock, relay, flush_s
