@@ -344,3 +344,23 @@ def test_serve_dev_delivers_what_send_queued_and_stops_on_sigterm(tmp_path: Path
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `postroom check-config | head -0`: the pipe is closed before anything is written
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "postroom", "check-config"],
+            cwd=tmp_path,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    assert result.stderr == ""

@@ -14,6 +14,7 @@ Environment: ``POSTROOM_CONFIG`` names the configuration file (``-c`` wins over 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -60,7 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc, 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except BrokenPipeError:
+        return _reader_gone()
     return code
+
+
+def _reader_gone() -> int:
+    """The reader of our output went away (``postroom stats | head``): stop quietly. Whatever
+    is still buffered for it goes nowhere instead of raising again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 1
 
 
 def _fail(problem: object, code: int) -> int:

@@ -42,9 +42,7 @@ m = messages
 d = dispatchers
 
 
-def beat(
-    conn: Connection, me: DispatcherBeat, now: datetime, lease_until: datetime
-) -> set[str]:
+def beat(conn: Connection, me: DispatcherBeat, now: datetime, lease_until: datetime) -> set[str]:
     """Write ``me``'s heartbeat (registering it when it has no row) and renew the lease of every
     row it holds until ``lease_until``; return the ids of the rows it holds."""
     relay = {"relay_down_since": me.relay_down_since, "relay_failure": me.relay_failure}
