@@ -152,7 +152,8 @@ def test_kill_9_then_an_immediate_restart_delivers_everything_within_seconds(
     assert min(counts) == 1, "a message was lost"
     duplicates = sum(c - 1 for c in counts)
     print(f"duplicates after kill -9: {duplicates}")
-    assert duplicates <= 20, f"{duplicates} duplicates, more than the results of one batch"
+    bound = 20 + 2 * 4  # one claim, and one in flight plus one lined up per connection
+    assert duplicates <= bound, f"{duplicates} duplicates, more than a claim and the connections"
     assert "taking over their messages" in (tmp_path / "serve-2.log").read_text()
 
 

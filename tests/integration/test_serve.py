@@ -335,7 +335,10 @@ def test_several_processes_and_a_killed_child_is_replaced(tmp_path: Path, smtp: 
     received = Counter(m.message_id for m in smtp.accepted)
     counts = [received[e.message_id] for e in emails]
     assert min(counts) == 1, "a message was lost"
-    assert sum(c - 1 for c in counts) <= 10, "more duplicates than the claimed batch"
+    # results are written before each claim: what can be unrecorded is one claim (batch 10)
+    # and what was in flight on the 4 connections, one lined up behind each with PIPELINING
+    bound = 10 + 2 * 4
+    assert sum(c - 1 for c in counts) <= bound, "more duplicates than a claim and the connections"
 
 
 def children_of(pid: int) -> set[int]:

@@ -47,7 +47,8 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from postroom.dispatch.keeper import Keeper, Liveness
@@ -79,6 +80,8 @@ log = logging.getLogger("postroom.dispatch")
 _MAINTAIN_EVERY = timedelta(seconds=1)
 #: how long a message deferred by the relay waits when the relay names no time for its probe
 _DEFERRED_WAIT = timedelta(seconds=5)
+#: jobs one delivery stream takes at most (it keeps a result per job until it ends)
+_STREAM_JOBS = 10_000
 
 
 def utc_now() -> datetime:
@@ -188,17 +191,16 @@ class Dispatcher:
             pass
 
     def step(self) -> bool:
-        """Maintain, claim, deliver, write. True when more may be due at once."""
+        """Maintain, claim, deliver a stream, write. True when more may be due at once."""
         self.keeper.tick()
         now = self.clock()
         self._maintain(now)
         if self._stopping.is_set():
             return False
         rows = self._claim(now)
-        if rows:
-            self._deliver_all(rows)
+        more = self._deliver_stream(rows) if rows else False
         self.keeper.tick()
-        return len(rows) == self.batch
+        return more
 
     def _step_safely(self) -> bool:
         try:
@@ -221,16 +223,39 @@ class Dispatcher:
         self.ledger.hold(row.id for row in rows)
         return rows
 
-    def _deliver_all(self, rows: Sequence[Claimed]) -> None:
-        """Deliver ``rows``; each result goes to the ledger as soon as it is known. Rows whose
-        delivery did not start (stop, lease not vouched) are released."""
-        started: list[Claimed] = []
-        reported: set[int] = set()
+    def _refill(self, waiting: deque[Claimed]) -> bool:
+        """A connection is free and nothing claimed waits: write what is owed, maintain, and
+        claim the next ``batch`` due rows into ``waiting``. False when none came (nothing due,
+        stopping, the relay down, or the leases not vouched for)."""
+        self.keeper.tick()
+        now = self.clock()
+        self._maintain(now)
+        if self._stopping.is_set() or not self.transport.relay.up:
+            return False
+        rows = self._claim(now)
+        waiting.extend(rows)
+        return bool(rows)
+
+    def _deliver_stream(self, first: Sequence[Claimed]) -> bool:
+        """Deliver ``first``, then keep every connection busy: each time the transport can take
+        another job and nothing claimed waits, claim more (:meth:`_refill`). The stream ends when
+        nothing more is due, on stop, or after ``_STREAM_JOBS`` jobs (True then: more may be
+        due), which bounds what the transport keeps of one stream. Each result goes to the
+        ledger as soon as it is known; rows whose delivery did not start are released."""
+        waiting: deque[Claimed] = deque(first)
+        started: dict[int, Claimed] = {}  # by position, until the result is recorded
+        full = False
 
         def jobs() -> Iterator[Job]:
-            for row in rows:
+            nonlocal full
+            position = 0  # the transport numbers jobs in the order they are read
+            while position < _STREAM_JOBS:
+                if not waiting and not self._refill(waiting):
+                    return
+                row = waiting[0]
                 if not self._may_start(row):
                     return
+                waiting.popleft()
                 message = self._render(row)
                 if message is None:
                     continue
@@ -238,18 +263,19 @@ class Dispatcher:
                     if self.ledger.closed:
                         return  # the dispatcher is stopping
                     continue  # taken over by another dispatcher meanwhile
-                started.append(row)
+                started[position] = row
+                position += 1
                 yield row.mail_from, row.recipients, message
+            full = True
 
         def on_result(position: int, result: DeliveryResult) -> None:
-            reported.add(position)
-            self._record(started[position], result)
+            self._record(started.pop(position), result)
 
-        results = self._deliver(jobs(), on_result, started)
-        for position, result in enumerate(results):
-            if position not in reported:
-                self._record(started[position], result)
-        self.ledger.release(row.id for row in rows)  # those that never started
+        for position, result in self._deliver(jobs(), on_result, started):
+            if position in started:
+                self._record(started.pop(position), result)
+        self.ledger.release(row.id for row in waiting)  # claimed, never started
+        return full
 
     def _may_start(self, row: Claimed) -> bool:
         if self._stopping.is_set():
@@ -277,14 +303,16 @@ class Dispatcher:
         self,
         jobs: Iterator[Job],
         on_result: Callable[[int, DeliveryResult], None],
-        started: Sequence[Claimed],
-    ) -> list[DeliveryResult]:
+        started: Mapping[int, Claimed],
+    ) -> Iterator[tuple[int, DeliveryResult]]:
+        """Results by position; those ``on_result`` already had are skipped by the caller."""
         try:
-            return self.transport.deliver_batch(jobs, on_result)
+            return enumerate(self.transport.deliver_batch(jobs, on_result))
         except Exception as exc:  # a transport must not raise; never lose the rows if one does
-            log.exception("transport raised while sending %s", ", ".join(r.id for r in started))
-            reply = Reply(0, f"transport error: {exc!r}")
-            return [DeliveryResult(Outcome.TEMPORARY, reply) for _ in started]
+            ids = ", ".join(row.id for row in started.values())
+            log.exception("transport raised while sending %s", ids)
+            result = DeliveryResult(Outcome.TEMPORARY, Reply(0, f"transport error: {exc!r}"))
+            return ((position, result) for position in list(started))
 
     # -- outcomes -----------------------------------------------------------------------------
 
