@@ -208,8 +208,12 @@ class Outbox:
         *,
         send_after: datetime | None = None,
         idempotency_key: str | None = None,
+        timeout_s: float | None = None,
     ) -> str:
         """Queue ``email`` to be sent at ``send_after`` (``None`` or a past time: now).
+
+        ``timeout_s`` is how long to wait while the buffer is full (default
+        ``enqueue_timeout_s``; ``0`` never waits).
 
         With ``idempotency_key`` the message id is
         :func:`~postroom.payload.keyed_message_id` of the key, so the database keeps at most
@@ -238,7 +242,7 @@ class Outbox:
         item: _Item = (message_id, snapshot, when, now)
         if self._thread is None:
             self._start_pusher()
-        self._buffer.put(item, self.enqueue_timeout_s)
+        self._buffer.put(item, self.enqueue_timeout_s if timeout_s is None else timeout_s)
         return message_id
 
     def _check_recipients(self, email: Submittable) -> None:

@@ -335,6 +335,37 @@ class Email(EmailFields):
             self, send_after=due_at(when), outbox=outbox, idempotency_key=idempotency_key
         )
 
+    async def aenqueue(
+        self, *, outbox: Outbox | None = None, idempotency_key: str | None = None
+    ) -> str:
+        """:meth:`enqueue` for coroutines: never blocks the event loop, not even when the
+        buffer is full (then it waits in a worker thread)."""
+        from postroom.client.aio import asubmit
+
+        return await asubmit(self, outbox=outbox, idempotency_key=idempotency_key)
+
+    async def asend_later(
+        self,
+        delay: str | timedelta,
+        *,
+        outbox: Outbox | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """:meth:`send_later` for coroutines (see :meth:`aenqueue`)."""
+        from postroom.client.aio import asubmit
+
+        when = due_in(delay)
+        return await asubmit(self, send_after=when, outbox=outbox, idempotency_key=idempotency_key)
+
+    async def asend_at(
+        self, when: datetime, *, outbox: Outbox | None = None, idempotency_key: str | None = None
+    ) -> str:
+        """:meth:`send_at` for coroutines (see :meth:`aenqueue`)."""
+        from postroom.client.aio import asubmit
+
+        due = due_at(when)
+        return await asubmit(self, send_after=due, outbox=outbox, idempotency_key=idempotency_key)
+
     if not TYPE_CHECKING:
 
         def __getattr__(self, name: str) -> object:
