@@ -1,0 +1,35 @@
+"""Django is configured once for the tests in this folder, from ``django_settings``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+django = pytest.importorskip("django")
+from django.conf import settings  # noqa: E402
+
+from tests.contrib import django_settings  # noqa: E402
+
+if not settings.configured:
+    settings.configure(
+        **{name: getattr(django_settings, name) for name in dir(django_settings) if name.isupper()}
+    )
+    django.setup()
+
+
+@pytest.fixture
+def postroom_settings(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """``settings.POSTROOM`` pointing at a SQLite queue and database in ``tmp_path``."""
+    from django.test import override_settings
+
+    config: dict[str, Any] = {
+        "email": {
+            "queue": {"default": {"engine": "sqlite", "path": str(tmp_path / "queue.db")}},
+            "server": {"database": {"engine": "sqlite3", "path": str(tmp_path / "postroom.db")}},
+        }
+    }
+    with override_settings(POSTROOM=config):
+        yield config
