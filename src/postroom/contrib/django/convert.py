@@ -23,8 +23,10 @@ __all__ = ["to_email"]
 
 def to_email(message: Any) -> Email:
     """The postroom :class:`~postroom.Email` for a Django ``EmailMessage`` (or
-    ``EmailMultiAlternatives``). Raises :class:`~postroom.errors.MessageError` naming what
-    postroom cannot express (say, a ``text/calendar`` alternative)."""
+    ``EmailMultiAlternatives``), with the message's ``priority`` attribute if it has one.
+
+    Raises :class:`~postroom.errors.MessageError` naming what postroom cannot express (say,
+    a ``text/calendar`` alternative)."""
     headers = {str(name): str(value) for name, value in message.extra_headers.items()}
     special = _pop_special(headers)
     from_header = special.get("from")
@@ -41,6 +43,9 @@ def to_email(message: Any) -> Email:
     _set_bodies(email, message)
     for attachment in message.attachments:
         _attach(email, attachment, message)
+    priority = getattr(message, "priority", None)
+    if priority is not None:
+        email.priority = priority
     return email
 
 
