@@ -33,3 +33,16 @@ def postroom_settings(tmp_path: Path) -> Iterator[dict[str, Any]]:
     }
     with override_settings(POSTROOM=config):
         yield config
+
+
+@pytest.fixture(autouse=True)
+def _fresh_default_outbox() -> Iterator[None]:
+    """Each test starts and ends without a process-wide outbox configured from settings."""
+    yield
+    import postroom.client.default as default
+    from postroom.contrib.django import backend
+
+    outbox, default._outbox = default._outbox, None
+    backend._configured_from = None
+    if outbox is not None:
+        outbox.close()
