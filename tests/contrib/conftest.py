@@ -12,10 +12,12 @@ django = pytest.importorskip("django")
 from django.conf import settings  # noqa: E402
 
 from tests.contrib import django_settings  # noqa: E402
+from tests.contrib.django_compat import backend_settings  # noqa: E402
 
 if not settings.configured:
+    values = {name: getattr(django_settings, name) for name in dir(django_settings)}
     settings.configure(
-        **{name: getattr(django_settings, name) for name in dir(django_settings) if name.isupper()}
+        **{name: value for name, value in values.items() if name.isupper()}, **backend_settings()
     )
     django.setup()
 

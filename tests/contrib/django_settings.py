@@ -1,4 +1,5 @@
-"""Django settings for the tests of ``postroom.contrib.django`` (applied by ``conftest.py``)."""
+"""Django settings for the tests of ``postroom.contrib.django`` (applied by ``conftest.py``,
+which adds the backend setting of the Django version that runs)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ USE_I18N = True
 LANGUAGE_CODE = "en"
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
-EMAIL_BACKEND = "postroom.contrib.django.EmailBackend"
 DEFAULT_FROM_EMAIL = "Webmaster <webmaster@example.com>"
 SERVER_EMAIL = "server@example.com"
 ADMINS = [("Admin Ädmin", "admin@example.com")]

@@ -30,6 +30,9 @@ from postroom.errors import HeaderError, MessageError
 from postroom.payload import decode, keyed_message_id
 from postroom.queue import open_queue
 from postroom.testing import Capture
+from tests.contrib.django_compat import HAS_MAILERS, backend_settings, legacy_mail_api
+
+pytestmark = legacy_mail_api()
 
 
 def test_send_mail_queues_one_email_and_returns_one(postroom_outbox: Capture) -> None:
@@ -211,6 +214,14 @@ def test_on_commit_can_be_turned_off(postroom_outbox: Capture) -> None:
         postroom_outbox.assert_sent(subject="Also now")
 
 
+@pytest.mark.skipif(not HAS_MAILERS, reason="MAILERS OPTIONS are Django 6.1's")
+def test_mailers_options_reach_the_backend(postroom_outbox: Capture) -> None:
+    with override_settings(**backend_settings(on_commit=False)), transaction.atomic():
+        message = EmailMessage("Options", "b", "a@example.com", ["b@example.org"])
+        assert mail.mailers.default.send_messages([message]) == 1
+        postroom_outbox.assert_sent(subject="Options")
+
+
 # -- settings and the real queue --------------------------------------------------------------
 
 
@@ -255,7 +266,7 @@ def test_both_settings_at_once_are_refused(tmp_path: Path) -> None:
 def django_test_environment() -> Any:
     setup_test_environment()
     try:
-        with override_settings(EMAIL_BACKEND="postroom.contrib.django.EmailBackend"):
+        with override_settings(**backend_settings()):
             yield
     finally:
         teardown_test_environment()

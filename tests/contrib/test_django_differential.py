@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 from django.core import mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives
-from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from django.test import override_settings
 from django.utils import translation
 from django.utils.translation import gettext_lazy
 
 from postroom.config import load_config
 from postroom.dispatch.server import Server
+from tests.contrib.django_compat import django_smtp_backend, legacy_mail_api
 from tests.smtp_servers import Received, SmtpServer
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), *legacy_mail_api()]
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 # headers both sides generate on their own, and the MIME structure headers (parts are compared)
@@ -200,7 +200,7 @@ def test_postroom_sends_what_djangos_smtp_backend_sends(
     django_side, postroom_side = servers
     count = len(corpus(tmp_path))
     with translation.override("de"):
-        backend = SmtpBackend(host="127.0.0.1", port=django_side.port)
+        backend = django_smtp_backend(django_side.port)
         assert backend.send_messages(corpus(tmp_path)) == count
     config = postroom_config(tmp_path, postroom_side.port)
     with running_dispatcher(config), override_settings(POSTROOM=config):

@@ -65,7 +65,8 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         using: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(fail_silently=fail_silently, **kwargs)
+        super().__init__(**kwargs)  # Django 6.1 passes the mailer's alias here
+        self.fail_silently = fail_silently  # ours: Django 6.1 deprecates the base class's
         self.on_commit = (
             getattr(settings, "POSTROOM_ON_COMMIT", True) if on_commit is None else on_commit
         )
