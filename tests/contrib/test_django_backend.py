@@ -101,12 +101,18 @@ def test_an_unnamed_mime_part_gets_a_name(postroom_outbox: Capture) -> None:
     image = MIMEImage(b"\x89PNG\r\n\x1a\n", "png")
     image.add_header("Content-ID", "<logo@example.com>")
     message.attach(image)
+    message.attach(None, "no name", "text/plain")
     message.send()
-    attachment = postroom_outbox.assert_sent(to="b@example.org").attachments[0]
-    assert (attachment.filename, attachment.inline, attachment.content_id) == (
+    image_part, text_part = postroom_outbox.assert_sent(to="b@example.org").attachments
+    assert (image_part.filename, image_part.inline, image_part.content_id) == (
         "logo.png",
         True,
         "logo@example.com",
+    )
+    assert (text_part.filename, text_part.inline, text_part.content) == (
+        "attachment.txt",
+        False,
+        b"no name",
     )
 
 

@@ -93,6 +93,26 @@ def corpus(tmp_path: Path) -> list[EmailMessage]:
             "Message-ID": "<fixed-id-123@example.com>",
         },
     )
+    cases["header-overrides"] = EmailMessage(
+        "Overrides",
+        "body",
+        to=["real-to@example.org"],
+        cc=["real-cc@example.org"],
+        reply_to=["ignored@example.com"],
+        headers={
+            "To": "Shown <shown@example.org>",
+            "Reply-To": "Answers <answers@example.com>",
+            "Date": "Tue, 01 Dec 2026 09:30:00 +0100",
+        },
+    )
+    forwarded = EmailMessage("Forward", "see the attached message", to=["i@example.org"])
+    forwarded.attach(
+        "original.eml", EmailMessage("Original", "first text", to=["x@example.org"]).message()
+    )
+    forwarded.attach(
+        "inner.eml", EmailMessage("Inner", "second text", to=["y@example.org"]), "message/rfc822"
+    )
+    cases["forwarded"] = forwarded
     cases["lazy-subject"] = EmailMessage(
         gettext_lazy("This field is required."), "translated", to=["h@example.org"]
     )
@@ -102,16 +122,19 @@ def corpus(tmp_path: Path) -> list[EmailMessage]:
 
 
 def leaves(parsed: ParsedMessage) -> list[tuple[Any, ...]]:
-    """Every non-multipart part: type, disposition, file name, Content-ID, decoded content."""
+    """Every part that is not a container: type, disposition, file name, Content-ID and
+    decoded content (for an attached message: its subject and text)."""
     out = []
-    for part in parsed.walk():
-        if part.is_multipart():
+    for part in parsed.iter_parts() if parsed.is_multipart() else [parsed]:
+        assert isinstance(part, ParsedMessage)
+        if part.get_content_maintype() == "multipart":
+            out.extend(leaves(part))
             continue
         content = part.get_content()
         if isinstance(content, str):
             content = content.replace("\r\n", "\n").rstrip("\n")
         elif isinstance(content, ParsedMessage):
-            content = content["Subject"]
+            content = (content["Subject"], leaves(content))
         out.append(
             (
                 part.get_content_type(),
@@ -140,6 +163,7 @@ def summary(received: Received) -> dict[str, Any]:
             headers[lowered] = str(header)
     return {
         "message_id": parsed["Message-ID"] if headers["x-case"] == "headers" else "generated",
+        "date": parsed["Date"] if headers["x-case"] == "header-overrides" else "generated",
         "mail_from": received.mail_from,
         "rcpt_tos": sorted(received.rcpt_tos),
         "headers": headers,
@@ -211,5 +235,10 @@ def test_postroom_sends_what_djangos_smtp_backend_sends(
     assert sorted(ours) == sorted(theirs)
     assert theirs["lazy-subject"]["headers"]["subject"] == "Dieses Feld ist zwingend erforderlich."
     assert ours["headers"]["message_id"] == "<fixed-id-123@example.com>"
+    # A To (or Cc) in extra_headers replaces the header but not the envelope in Django; postroom
+    # has one list for both, so the address shown in the header receives the email too.
+    assert ours["header-overrides"].pop("rcpt_tos") == sorted(
+        [*theirs["header-overrides"].pop("rcpt_tos"), "shown@example.org"]
+    )
     differing = {case: (ours[case], theirs[case]) for case in theirs if ours[case] != theirs[case]}
     assert not differing
