@@ -46,5 +46,6 @@ def _fresh_default_outbox() -> Iterator[None]:
 
     outbox, default._outbox = default._outbox, None
     backend._configured_from = None
+    backend._last_seen = None
     if outbox is not None:
         outbox.close()

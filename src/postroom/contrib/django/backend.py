@@ -149,21 +149,26 @@ def _key(message: Any) -> str | None:
 # -- the process-wide configuration from settings ---------------------------------------------
 
 _lock = threading.Lock()
-_configured_from: str | None = None  # the settings value the default outbox was configured from
+# the settings value (as JSON) the default outbox was configured from; None: the default lookup
+_configured_from: str | None = None
+# the POSTROOM and POSTROOM_CONFIG values last looked at (None: never looked)
+_last_seen: tuple[object, object] | None = None
 
 
 def configure_from_settings() -> None:
     """Configure the process-wide outbox from ``POSTROOM`` / ``POSTROOM_CONFIG``, once per
     distinct value (so ``override_settings`` in tests takes effect)."""
-    global _configured_from
+    global _configured_from, _last_seen
+    seen = (getattr(settings, "POSTROOM", None), getattr(settings, "POSTROOM_CONFIG", None))
+    if _last_seen is not None and seen[0] is _last_seen[0] and seen[1] == _last_seen[1]:
+        return  # the same settings objects as last time (the common case: no JSON needed)
     source = _settings_source()
     fingerprint = None if source is None else json.dumps(source, sort_keys=True, default=str)
-    if fingerprint == _configured_from:
-        return
     with _lock:
         if fingerprint != _configured_from:
             postroom.client.configure(source)
             _configured_from = fingerprint
+        _last_seen = seen  # only once the settings were applied
 
 
 def _settings_source() -> dict[str, Any] | str | None:

@@ -82,9 +82,11 @@ def _set_recipients(email: Email, message: Any, special: dict[str, str]) -> None
     email.cc = _split(special["cc"]) if "cc" in special else cc
     reply_to = _addresses(message.reply_to)
     email.reply_to = _split(special["reply-to"]) if "reply-to" in special else reply_to
-    shown = {spec.lower() for spec in email.envelope_recipients}
-    hidden = [a for a in to + cc if _spec(a).lower() not in shown]  # overridden by a header
-    email.bcc = hidden + _addresses(message.bcc)
+    bcc = _addresses(message.bcc)
+    if "to" in special or "cc" in special:  # the envelope keeps what a header replaced
+        shown = {spec.lower() for spec in email.envelope_recipients}
+        bcc = [a for a in to + cc if _spec(a).lower() not in shown] + bcc
+    email.bcc = bcc
 
 
 def _spec(address: str) -> str:
