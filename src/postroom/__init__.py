@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 from postroom.client import Outbox, configure, flush
+from postroom.client.aio import aflush
 from postroom.errors import (
     AddressError,
     BufferFullError,
@@ -50,6 +51,7 @@ __all__ = [
     "QueueError",
     "StoreError",
     "__version__",
+    "aflush",
     "configure",
     "flush",
 ]

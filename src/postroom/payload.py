@@ -16,6 +16,7 @@ durations and local times before the payload is built); both times lie between t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,11 +27,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from postroom.durations import MAX_DURATION
-from postroom.errors import PayloadError
+from postroom.errors import MessageError, PayloadError
 
 __all__ = [
     "ID_PATTERN",
     "LATEST_TIME",
+    "MAX_IDEMPOTENCY_KEY",
     "PAYLOAD_VERSION",
     "QueuedEmail",
     "decode",
@@ -38,6 +40,7 @@ __all__ = [
     "encode",
     "encode_email_json",
     "is_message_id",
+    "keyed_message_id",
     "new_message_id",
 ]
 
@@ -94,6 +97,48 @@ def new_message_id() -> str:
         digits = "".join([_DIGIT_PAIRS[(ms >> shift) & 0x3FF] for shift in (40, 30, 20, 10, 0)])
         cached = _time_part = (ms, digits)
     return cached[1] + _random_part()
+
+
+#: longest idempotency key, in characters
+MAX_IDEMPOTENCY_KEY = 200
+# What a keyed id is made of: a hash of the key under this label, so that nothing but a key
+# given to postroom spells the same id.
+_KEY_LABEL = b"postroom idempotency key\x00"
+
+
+def keyed_message_id(key: str) -> str:
+    """The message id of the email queued with idempotency key ``key``.
+
+    The same key gives the same id in every process on every machine, so the database, whose
+    insert is idempotent on the id, stores at most one message per key. The id is ``k``
+    followed by 25 base-32 digits of the key's SHA-256 (125 bits): a lower-case first letter,
+    which no generated ULID has, so a keyed id never meets a generated one.
+
+    Raises :class:`~postroom.errors.MessageError` for a key that is not a string of 1 to
+    :data:`MAX_IDEMPOTENCY_KEY` characters of valid Unicode text.
+
+    >>> keyed_message_id("order-1234/confirmation") == keyed_message_id("order-1234/confirmation")
+    True
+    """
+    digest = hashlib.sha256(_KEY_LABEL + _key_bytes(key)).digest()
+    number = int.from_bytes(digest[:16]) >> 3  # 125 bits: 25 digits of 5 bits
+    return "k" + "".join(_CROCKFORD[(number >> shift) & 31] for shift in range(120, -1, -5))
+
+
+def _key_bytes(key: object) -> bytes:
+    if not isinstance(key, str):
+        raise MessageError(f"idempotency_key must be a string, not {type(key).__name__}")
+    if not key:
+        raise MessageError("idempotency_key must not be empty")
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise MessageError(
+            f"idempotency_key is {len(key)} characters long; at most {MAX_IDEMPOTENCY_KEY} "
+            "are allowed (hash a longer key yourself)"
+        )
+    try:
+        return key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MessageError(f"idempotency_key is not valid Unicode text ({exc.reason})") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -441,6 +441,16 @@ def test_send_at_a_local_time(config_path: str, capsys: pytest.CaptureFixture[st
     assert queued.send_after == datetime(2099, 12, 1, 9, 0).astimezone(UTC)
 
 
+def test_send_with_an_idempotency_key(config_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["send", "-c", config_path, "--from", "a@example.com", "--to", "b@example.com"]
+    first = _run([*base, "--idempotency-key", "order-1/receipt"], capsys)
+    again = _run([*base, "--later", "5m", "--idempotency-key", "order-1/receipt"], capsys)
+    assert first[0] == again[0] == 0
+    assert first[1] == again[1] == payload.keyed_message_id("order-1/receipt") + "\n"
+    code, out, err = _run([*base, "--idempotency-key", "x" * 201], capsys)
+    assert (code, out) == (2, "") and "idempotency_key is 201 characters long" in err
+
+
 def test_send_refuses_bad_input_with_exit_2(
     config_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -107,6 +107,13 @@ def _add_content_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--priority", type=int, default=0, help="higher goes first (default 0)")
     parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        default=None,
+        help="at most one email per key: sending again with the same key sends nothing more "
+        "(until the message is purged)",
+    )
+    parser.add_argument(
         "--attach",
         type=readable_file,
         action="append",
@@ -133,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     outbox = Outbox(config)
     try:
-        message_id = _enqueue(email, outbox, later=args.later, at=args.at)
+        message_id = _enqueue(email, outbox, args)
     finally:
         left = outbox.close()  # flushes for up to email.flush-timeout first
     if left:
@@ -146,12 +153,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _enqueue(email: Email, outbox: Outbox, *, later: timedelta | None, at: datetime | None) -> str:
+def _enqueue(email: Email, outbox: Outbox, args: argparse.Namespace) -> str:
+    later: timedelta | None = args.later
+    at: datetime | None = args.at
+    key: str | None = args.idempotency_key
     if later is not None:
-        return email.send_later(later, outbox=outbox)
+        return email.send_later(later, outbox=outbox, idempotency_key=key)
     if at is not None:
-        return email.send_at(at, outbox=outbox)
-    return email.enqueue(outbox=outbox)
+        return email.send_at(at, outbox=outbox, idempotency_key=key)
+    return email.enqueue(outbox=outbox, idempotency_key=key)
 
 
 def build_email(args: argparse.Namespace) -> Email:

@@ -74,7 +74,12 @@ def flush(timeout: float | None = None) -> int:
 
 
 def submit(
-    email: Submittable, *, send_after: datetime | None = None, outbox: Outbox | None = None
+    email: Submittable,
+    *,
+    send_after: datetime | None = None,
+    outbox: Outbox | None = None,
+    idempotency_key: str | None = None,
+    timeout_s: float | None = None,
 ) -> str:
     """Queue ``email`` on ``outbox`` (default: the process-wide one); return its message id.
 
@@ -82,7 +87,9 @@ def submit(
     :meth:`Outbox.submit` for what it checks and raises.
     """
     target = outbox if outbox is not None else (_outbox or _create_default())
-    return target.submit(email, send_after=send_after)
+    return target.submit(
+        email, send_after=send_after, idempotency_key=idempotency_key, timeout_s=timeout_s
+    )
 
 
 def _locked() -> threading.Lock:

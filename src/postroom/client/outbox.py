@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from postroom.client.buffer import Buffer
 from postroom.errors import ConfigError, LimitError, MessageError, QueueError
-from postroom.payload import LATEST_TIME, encode_email_json, new_message_id
+from postroom.payload import LATEST_TIME, encode_email_json, keyed_message_id, new_message_id
 from postroom.queue import QueueEngine, engine_class, open_queue
 
 if TYPE_CHECKING:
@@ -202,8 +202,22 @@ class Outbox:
 
     # -- the caller's side ----------------------------------------------------------------------
 
-    def submit(self, email: Submittable, *, send_after: datetime | None = None) -> str:
+    def submit(
+        self,
+        email: Submittable,
+        *,
+        send_after: datetime | None = None,
+        idempotency_key: str | None = None,
+        timeout_s: float | None = None,
+    ) -> str:
         """Queue ``email`` to be sent at ``send_after`` (``None`` or a past time: now).
+
+        ``timeout_s`` is how long to wait while the buffer is full (default
+        ``enqueue_timeout_s``; ``0`` never waits).
+
+        With ``idempotency_key`` the message id is
+        :func:`~postroom.payload.keyed_message_id` of the key, so the database keeps at most
+        one message per key (see ``Email.enqueue()``).
 
         Returns the message id at once; the push happens in the background. A naive
         ``send_after`` is local time. Raises :class:`~postroom.errors.MessageError` for an
@@ -214,10 +228,12 @@ class Outbox:
         buffer stayed full for ``enqueue_timeout_s``, :class:`~postroom.errors.QueueError` after
         :meth:`close`.
         """
+        message_id = (
+            new_message_id() if idempotency_key is None else keyed_message_id(idempotency_key)
+        )
         email.validate()
         email.ensure_identity()
         self._check_recipients(email)
-        message_id = new_message_id()
         now = datetime.now(UTC)
         when = now if send_after is None else max(_utc(send_after), now)
         snapshot = email.to_json()
@@ -226,7 +242,7 @@ class Outbox:
         item: _Item = (message_id, snapshot, when, now)
         if self._thread is None:
             self._start_pusher()
-        self._buffer.put(item, self.enqueue_timeout_s)
+        self._buffer.put(item, self.enqueue_timeout_s if timeout_s is None else timeout_s)
         return message_id
 
     def _check_recipients(self, email: Submittable) -> None:

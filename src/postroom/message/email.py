@@ -299,17 +299,72 @@ class Email(EmailFields):
         return from_dict(data)
 
     # -- queueing -------------------------------------------------------------------------------
-    def enqueue(self, *, outbox: Outbox | None = None) -> str:
-        """Queue the email to be sent right away; return the message id."""
-        return postroom.client.submit(self, send_after=None, outbox=outbox)
+    def enqueue(self, *, outbox: Outbox | None = None, idempotency_key: str | None = None) -> str:
+        """Queue the email to be sent right away; return the message id.
 
-    def send_later(self, delay: str | timedelta, *, outbox: Outbox | None = None) -> str:
-        """Queue the email to be sent after ``delay`` (``"5m"``, ``"1h30m"`` or a timedelta)."""
-        return postroom.client.submit(self, send_after=due_in(delay), outbox=outbox)
+        With ``idempotency_key``, the id is derived from the key: queueing again with the same
+        key (in any process, on any machine sharing the database) returns the same id and
+        sends nothing more, until the message's row is purged. The first email queued with a
+        key is the one sent; a later one with the same key is dropped whatever its content.
+        """
+        return postroom.client.submit(
+            self, send_after=None, outbox=outbox, idempotency_key=idempotency_key
+        )
 
-    def send_at(self, when: datetime, *, outbox: Outbox | None = None) -> str:
-        """Queue the email to be sent at ``when`` (naive means local time; past means now)."""
-        return postroom.client.submit(self, send_after=due_at(when), outbox=outbox)
+    def send_later(
+        self,
+        delay: str | timedelta,
+        *,
+        outbox: Outbox | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Queue the email to be sent after ``delay`` (``"5m"``, ``"1h30m"`` or a timedelta).
+
+        ``idempotency_key``: see :meth:`enqueue`."""
+        return postroom.client.submit(
+            self, send_after=due_in(delay), outbox=outbox, idempotency_key=idempotency_key
+        )
+
+    def send_at(
+        self, when: datetime, *, outbox: Outbox | None = None, idempotency_key: str | None = None
+    ) -> str:
+        """Queue the email to be sent at ``when`` (naive means local time; past means now).
+
+        ``idempotency_key``: see :meth:`enqueue`."""
+        return postroom.client.submit(
+            self, send_after=due_at(when), outbox=outbox, idempotency_key=idempotency_key
+        )
+
+    async def aenqueue(
+        self, *, outbox: Outbox | None = None, idempotency_key: str | None = None
+    ) -> str:
+        """:meth:`enqueue` for coroutines: never blocks the event loop, not even when the
+        buffer is full (then it waits in a worker thread)."""
+        from postroom.client.aio import asubmit
+
+        return await asubmit(self, outbox=outbox, idempotency_key=idempotency_key)
+
+    async def asend_later(
+        self,
+        delay: str | timedelta,
+        *,
+        outbox: Outbox | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """:meth:`send_later` for coroutines (see :meth:`aenqueue`)."""
+        from postroom.client.aio import asubmit
+
+        when = due_in(delay)
+        return await asubmit(self, send_after=when, outbox=outbox, idempotency_key=idempotency_key)
+
+    async def asend_at(
+        self, when: datetime, *, outbox: Outbox | None = None, idempotency_key: str | None = None
+    ) -> str:
+        """:meth:`send_at` for coroutines (see :meth:`aenqueue`)."""
+        from postroom.client.aio import asubmit
+
+        due = due_at(when)
+        return await asubmit(self, send_after=due, outbox=outbox, idempotency_key=idempotency_key)
 
     if not TYPE_CHECKING:
 

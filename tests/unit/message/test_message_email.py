@@ -504,7 +504,14 @@ class _Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[Email, datetime | None, object]] = []
 
-    def __call__(self, email: Email, *, send_after: datetime | None, outbox: object) -> str:
+    def __call__(
+        self,
+        email: Email,
+        *,
+        send_after: datetime | None,
+        outbox: object,
+        idempotency_key: str | None = None,
+    ) -> str:
         self.calls.append((email, send_after, outbox))
         return f"id-{len(self.calls)}"
 
