@@ -1,0 +1,476 @@
+"""Read-only queries behind the dashboard: message search, overview figures, metrics sources.
+
+Every query here stays fast on tables of millions of rows by reading the indexes of
+:mod:`postroom.store.schema` and nothing else:
+
+* exact lookups (message id, Message-ID) use the primary key and ``ix_messages_message_id``;
+* any other filter (status, sender, recipient, subject words, time range) is applied to a
+  *window* of at most :data:`WINDOW_ROWS` messages, newest first, ranged over
+  ``ix_messages_created``. A search that did not fill its page in one window says where it
+  stopped (:attr:`SearchPage.older`), and the next request goes on from there;
+* time series range over ``ix_messages_sent`` (sent) and ``ix_messages_finished`` (failed);
+* counts by status read the partial indexes only.
+
+No function takes a lock or writes; each runs on one connection of the store's pool.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Text,
+    and_,
+    func,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+)
+from sqlalchemy.sql.elements import ColumnElement as Column
+
+from postroom.store.liveness import all_dispatchers
+from postroom.store.migrations import SCHEMA_VERSION, current_version
+from postroom.store.records import ACTIVE_STATUSES, STATUSES, DispatcherInfo
+from postroom.store.schema import attempts, messages, status_finished, status_is
+from postroom.store.store import Store
+
+__all__ = [
+    "WINDOW_ROWS",
+    "Backlog",
+    "Browser",
+    "LatencyPoint",
+    "MessageSummary",
+    "Overview",
+    "SearchPage",
+    "SearchQuery",
+    "SeriesPoint",
+]
+
+m = messages
+#: how many messages one search request looks through when a filter needs more than an index
+WINDOW_ROWS = 20_000
+#: the latency percentiles of the overview, as fractions
+PERCENTILES: tuple[float, ...] = (0.50, 0.95, 0.99)
+TOP_FAILURES = 10
+_SUMMARY_COLUMNS = (
+    m.c.id,
+    m.c.status,
+    m.c.created_at,
+    m.c.updated_at,
+    m.c.sent_at,
+    m.c.due_at,
+    m.c.mail_from,
+    m.c.recipients,
+    m.c.subject,
+    m.c.message_id,
+    m.c.num_fails,
+    m.c.failure,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """What to look for; every field given must match (``None`` / empty: any).
+
+    ``key`` is a message id or a Message-ID (with or without ``<>``), matched exactly.
+    ``sender``, ``recipient`` match part of the address, case-insensitively; ``subject`` holds
+    words that must all occur in the subject. ``since`` / ``until`` bound ``created_at``
+    (``until`` excluded). ``older_than`` is a page position: only messages older than this
+    ``(created_at, id)`` are listed.
+    """
+
+    key: str = ""
+    sender: str = ""
+    recipient: str = ""
+    subject: str = ""
+    status: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+    older_than: tuple[datetime, str] | None = None
+    limit: int = 50
+
+    def __post_init__(self) -> None:
+        if self.status and self.status not in STATUSES:
+            raise ValueError(f"{self.status!r} is not a status ({', '.join(STATUSES)})")
+        if not 1 <= self.limit <= 1000:
+            raise ValueError(f"limit must be 1-1000, got {self.limit}")
+
+    @property
+    def windowed(self) -> bool:
+        """Whether the filters need a scan window (anything beyond the exact key)."""
+        return bool(self.sender or self.recipient or self.subject or self.status)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    """One row of a search result (no payload, no attempts)."""
+
+    id: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    due_at: datetime
+    mail_from: str
+    recipients: list[str]
+    subject: str
+    message_id: str | None
+    num_fails: int
+    failure: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of results, newest first.
+
+    ``next`` is the position to ask for the next page with (``None``: no more rows). ``older``
+    is set when the page ended because the search window did (fewer matches than asked for may
+    still have older ones): searching on from it looks further back.
+    """
+
+    rows: list[MessageSummary]
+    next: tuple[datetime, str] | None
+    older: tuple[datetime, str] | None = None
+    scanned_back_to: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """Messages sent and failed (``failed`` or ``expired``) in the bucket starting at ``start``."""
+
+    start: datetime
+    sent: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyPoint:
+    """Enqueue-to-sent latency percentiles (seconds) of the messages sent in one bucket."""
+
+    start: datetime
+    count: int
+    p50_s: float
+    p95_s: float
+    p99_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Queued messages due now and scheduled later; the age of the oldest due one."""
+
+    due: int
+    scheduled: int
+    oldest_due_age_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Everything the overview page shows, read at ``now``."""
+
+    now: datetime
+    counts: dict[str, int]
+    backlog: Backlog
+    per_minute: list[SeriesPoint]
+    per_hour: list[SeriesPoint]
+    latency: list[LatencyPoint]
+    top_failures: list[tuple[str, int]]
+    dispatchers: list[DispatcherInfo] = field(default_factory=list)
+
+
+class Browser:
+    """The dashboard's read-only view of one :class:`Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.dialect = store.dialect
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        # the store's own connection handling: errors become StoreError naming the database
+        with self.store._connect() as conn:
+            yield conn
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def schema_problem(self) -> str | None:
+        """``None`` when the database answers with the current schema, else what is wrong."""
+        with self._read() as conn:
+            version = current_version(conn)
+        if version >= SCHEMA_VERSION:
+            return None
+        found = f"schema version {version}" if version else "no postroom tables"
+        return (
+            f"database {self.store.url} has {found} (this postroom needs {SCHEMA_VERSION}): "
+            "start `postroom serve` once to create or upgrade it"
+        )
+
+    def dispatchers(self) -> list[DispatcherInfo]:
+        """Every registered dispatcher, most recent heartbeat first."""
+        with self._read() as conn:
+            return all_dispatchers(conn)
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        """One page of messages matching ``query``, newest first (see the module docstring)."""
+        with self._read() as conn:
+            if query.key:
+                return _by_key(conn, query)
+            if not query.windowed:
+                return _page(conn, _filtered(query), query.limit)
+            floor = _window_floor(conn, query)
+            page = _page(conn, _filtered(query, floor), query.limit)
+            if page.next is not None or floor is None:
+                return page
+            return SearchPage(page.rows, None, older=floor, scanned_back_to=floor[0])
+
+    # -- overview -------------------------------------------------------------------------------
+
+    def overview(self, now: datetime, *, hours: int = 48) -> Overview:
+        """The overview figures: per minute over the last hour, per hour over ``hours``."""
+        with self._read() as conn:
+            return Overview(
+                now=now,
+                counts=counts_by_status(conn),
+                backlog=backlog(conn, now),
+                per_minute=self._series(conn, now, timedelta(minutes=1), 60),
+                per_hour=self._series(conn, now, timedelta(hours=1), hours),
+                latency=self._latency(conn, now, timedelta(hours=1), 24),
+                top_failures=top_failures(conn, now - timedelta(hours=24)),
+                dispatchers=all_dispatchers(conn),
+            )
+
+    def _series(
+        self, conn: Connection, now: datetime, step: timedelta, buckets: int
+    ) -> list[SeriesPoint]:
+        first = _bucket_start(now, step) - step * (buckets - 1)
+        sent = _bucket_counts(conn, self.dialect, m.c.sent_at, status_is("sent"), first, step)
+        failed = _bucket_counts(conn, self.dialect, m.c.updated_at, _failed_rows(), first, step)
+        starts = [first + step * i for i in range(buckets)]
+        return [SeriesPoint(s, sent.get(s, 0), failed.get(s, 0)) for s in starts]
+
+    def _latency(
+        self, conn: Connection, now: datetime, step: timedelta, buckets: int
+    ) -> list[LatencyPoint]:
+        first = _bucket_start(now, step) - step * (buckets - 1)
+        query = select(m.c.sent_at, self.store._dialect.latency_s()).where(
+            status_is("sent"), m.c.sent_at >= first
+        )
+        by_bucket: dict[datetime, list[float]] = defaultdict(list)
+        for sent_at, latency_s in conn.execute(query):
+            by_bucket[_bucket_start(sent_at, step)].append(max(0.0, float(latency_s)))
+        points = []
+        for start in sorted(by_bucket):
+            values = sorted(by_bucket[start])
+            p50, p95, p99 = (nearest_rank(values, p) for p in PERCENTILES)
+            points.append(LatencyPoint(start, len(values), p50, p95, p99))
+        return points
+
+    # -- metrics sources ------------------------------------------------------------------------
+
+    def attempt_counts(self, after_id: int, up_to_id: int | None = None) -> dict[str, int]:
+        """Attempts by outcome with ``after_id < id <= up_to_id`` (no upper bound: ``None``)."""
+        a = attempts
+        query = select(a.c.outcome, func.count()).where(a.c.id > after_id)
+        if up_to_id is not None:
+            query = query.where(a.c.id <= up_to_id)
+        with self._read() as conn:
+            rows = conn.execute(query.group_by(a.c.outcome))
+            return {str(outcome): int(n) for outcome, n in rows}
+
+    def last_attempt_id(self) -> int:
+        """The highest ``attempts.id`` (0 when there is none)."""
+        with self._read() as conn:
+            return int(conn.execute(select(func.max(attempts.c.id))).scalar_one() or 0)
+
+    def sent_latencies(self, sent_since: datetime | None) -> list[tuple[str, datetime, float]]:
+        """``(id, sent_at, latency_s)`` of sent messages with ``sent_at >= sent_since``."""
+        query = select(m.c.id, m.c.sent_at, self.store._dialect.latency_s()).where(
+            status_is("sent")
+        )
+        if sent_since is not None:
+            query = query.where(m.c.sent_at >= sent_since)
+        with self._read() as conn:
+            return [(str(i), at, max(0.0, float(lat))) for i, at, lat in conn.execute(query)]
+
+    def gauges(self, now: datetime) -> tuple[dict[str, int], Backlog, list[DispatcherInfo]]:
+        """Counts by status, the backlog and the dispatchers, on one connection."""
+        with self._read() as conn:
+            return counts_by_status(conn), backlog(conn, now), all_dispatchers(conn)
+
+
+# -- queries ------------------------------------------------------------------------------------
+
+
+def counts_by_status(conn: Connection) -> dict[str, int]:
+    """Every status with its number of messages; each count reads one partial index."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for status in ACTIVE_STATUSES:
+        counts[status] = int(
+            conn.execute(select(func.count()).where(status_is(status))).scalar_one()
+        )
+    finished = select(m.c.status, func.count()).where(status_finished()).group_by(m.c.status)
+    for status, count in conn.execute(finished):
+        counts[str(status)] = int(count)
+    return counts
+
+
+def backlog(conn: Connection, now: datetime) -> Backlog:
+    """Queued messages due at ``now`` and later, and how long the oldest due one has waited."""
+    split = select(
+        func.count().filter(m.c.due_at <= now), func.count().filter(m.c.due_at > now)
+    ).where(status_is("queued"))
+    due, scheduled = conn.execute(split).one()
+    oldest = conn.execute(
+        select(m.c.due_at).where(status_is("queued")).order_by(m.c.due_at).limit(1)
+    ).scalar_one_or_none()
+    age = (now - oldest).total_seconds() if oldest is not None and oldest <= now else None
+    return Backlog(int(due or 0), int(scheduled or 0), age)
+
+
+def top_failures(conn: Connection, since: datetime) -> list[tuple[str, int]]:
+    """The most frequent failure reasons of messages that failed or expired since ``since``,
+    and of queued messages waiting after a failed attempt."""
+    count = func.count().label("n")
+    failing = or_(
+        and_(_failed_rows(), m.c.updated_at >= since),
+        and_(status_is("queued"), m.c.num_fails > 0),
+    )
+    query = (
+        select(m.c.failure, count)
+        .where(failing, m.c.failure.is_not(None))
+        .group_by(m.c.failure)
+        .order_by(count.desc(), m.c.failure)
+        .limit(TOP_FAILURES)
+    )
+    return [(str(failure), int(n)) for failure, n in conn.execute(query)]
+
+
+def nearest_rank(sorted_values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of already sorted values (at least one)."""
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def _failed_rows() -> ColumnElement[bool]:
+    """``failed`` and ``expired`` rows, written to match ``ix_messages_finished``."""
+    active: list[ColumnElement[str]] = [literal_column(f"'{s}'") for s in ACTIVE_STATUSES]
+    return and_(m.c.status.not_in(active), status_is("failed", "expired"))
+
+
+def _bucket_start(when: datetime, step: timedelta) -> datetime:
+    if step >= timedelta(hours=1):
+        return when.replace(minute=0, second=0, microsecond=0)
+    return when.replace(second=0, microsecond=0)
+
+
+def _bucket_counts(
+    conn: Connection,
+    dialect: str,
+    column: Column[datetime],
+    rows: ColumnElement[bool],
+    first: datetime,
+    step: timedelta,
+) -> dict[datetime, int]:
+    """Rows per time bucket, counted in the database (no row leaves it)."""
+    hourly = step >= timedelta(hours=1)
+    if dialect == "sqlite":  # fixed-width UTC text: the bucket is a prefix
+        bucket: ColumnElement[object] = func.substr(column, 1, 13 if hourly else 16)
+    else:
+        bucket = func.date_trunc("hour" if hourly else "minute", column)
+    query = select(bucket, func.count()).where(rows, column >= first).group_by(bucket)
+    found: Counter[datetime] = Counter()
+    for start, n in conn.execute(query):
+        found[_bucket_key(start, first)] += int(n)
+    return dict(found)
+
+
+def _bucket_key(value: object, like: datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(like.tzinfo)
+    text = str(value)  # "YYYY-MM-DD HH" or "YYYY-MM-DD HH:MM"
+    hour = datetime.strptime(text[:13], "%Y-%m-%d %H")
+    minute = int(text[14:16]) if len(text) >= 16 else 0
+    return hour.replace(minute=minute, tzinfo=like.tzinfo)
+
+
+def _filtered(
+    query: SearchQuery, floor: tuple[datetime, str] | None = None
+) -> Select[tuple[object, ...]]:
+    conditions: list[ColumnElement[bool]] = []
+    if query.status:
+        conditions.append(status_is(query.status))
+    if query.sender:
+        conditions.append(_contains(m.c.mail_from, query.sender))
+    if query.recipient:
+        conditions.append(_contains(m.c.recipients, query.recipient))
+    conditions.extend(_contains(m.c.subject, word) for word in query.subject.split())
+    if query.since is not None:
+        conditions.append(m.c.created_at >= query.since)
+    if query.until is not None:
+        conditions.append(m.c.created_at < query.until)
+    if query.older_than is not None:
+        conditions.append(_older_than(query.older_than))
+    if floor is not None:
+        conditions.append(_not_older_than(floor))
+    return select(*_SUMMARY_COLUMNS).where(*conditions)
+
+
+def _contains(column: Column[object], text: str) -> ColumnElement[bool]:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    as_text = type_coerce(column, Text())  # the JSON list of recipients is searched as text
+    return as_text.ilike(f"%{escaped}%", escape="\\")
+
+
+def _older_than(position: tuple[datetime, str]) -> ColumnElement[bool]:
+    created_at, row_id = position
+    return and_(m.c.created_at <= created_at, or_(m.c.created_at < created_at, m.c.id < row_id))
+
+
+def _not_older_than(position: tuple[datetime, str]) -> ColumnElement[bool]:
+    created_at, row_id = position
+    return and_(m.c.created_at >= created_at, or_(m.c.created_at > created_at, m.c.id >= row_id))
+
+
+def _window_floor(conn: Connection, query: SearchQuery) -> tuple[datetime, str] | None:
+    """The oldest ``(created_at, id)`` of the next :data:`WINDOW_ROWS` messages in the time range
+    (``None``: the range holds no more than that, so the window reaches its start)."""
+    bounds = SearchQuery(since=query.since, until=query.until, older_than=query.older_than)
+    newest_first = (
+        _filtered(bounds)
+        .with_only_columns(m.c.created_at, m.c.id)
+        .order_by(m.c.created_at.desc(), m.c.id.desc())
+    )
+    row = conn.execute(newest_first.offset(WINDOW_ROWS - 1).limit(1)).one_or_none()
+    if row is None:
+        return None
+    return row[0], str(row[1])
+
+
+def _page(conn: Connection, query: Select[tuple[object, ...]], limit: int) -> SearchPage:
+    ordered = query.order_by(m.c.created_at.desc(), m.c.id.desc()).limit(limit + 1)
+    rows = [MessageSummary(**row._asdict()) for row in conn.execute(ordered)]
+    if len(rows) <= limit:
+        return SearchPage(rows, None)
+    shown = rows[:limit]
+    return SearchPage(shown, (shown[-1].created_at, shown[-1].id))
+
+
+def _by_key(conn: Connection, query: SearchQuery) -> SearchPage:
+    key = query.key.strip()
+    bare = key.strip("<>")
+    match = or_(m.c.id == key, m.c.message_id == f"<{bare}>", m.c.message_id == bare)
+    unfiltered = SearchQuery(
+        status=query.status, since=query.since, until=query.until, limit=query.limit
+    )
+    found = _filtered(unfiltered).where(match)
+    return _page(conn, found, query.limit)
