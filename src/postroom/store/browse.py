@@ -287,6 +287,12 @@ class Browser:
             rows = conn.execute(query.group_by(a.c.outcome))
             return {str(outcome): int(n) for outcome, n in rows}
 
+    def attempts_after(self, after_id: int) -> list[tuple[int, str]]:
+        """``(id, outcome)`` of every attempt with ``id > after_id``."""
+        query = select(attempts.c.id, attempts.c.outcome).where(attempts.c.id > after_id)
+        with self._read() as conn:
+            return [(int(i), str(outcome)) for i, outcome in conn.execute(query)]
+
     def last_attempt_id(self) -> int:
         """The highest ``attempts.id`` (0 when there is none)."""
         with self._read() as conn:

@@ -29,6 +29,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from postroom.store.browse import Browser
 from postroom.store.records import OUTCOMES, STATUSES, DispatcherInfo
@@ -36,31 +37,48 @@ from postroom.store.records import OUTCOMES, STATUSES, DispatcherInfo
 __all__ = ["LATENCY_BUCKETS_S", "DatabaseCollector", "render_metrics"]
 
 #: upper bounds of the latency histogram, seconds
-LATENCY_BUCKETS_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
 SENT_MARGIN_S = 60.0
-ATTEMPT_MARGIN = 10_000
+ATTEMPT_MARGIN = 2_000
 
 
 class _AttemptCounter:
-    """Attempts by outcome, counted once each: everything up to ``floor`` is summed in
-    ``settled``; the newest :data:`ATTEMPT_MARGIN` ids are counted afresh at every read."""
+    """Attempts by outcome, each counted once: ids up to ``floor`` are summed in ``totals``
+    at once; the newest :data:`ATTEMPT_MARGIN` ids are read row by row and remembered, so an id
+    that commits late is still counted, and one deleted later is not taken back."""
 
     def __init__(self, browser: Browser) -> None:
         self.browser = browser
         self.floor: int | None = None
-        self.settled: Counter[str] = Counter()
+        self.totals: Counter[str] = Counter()
+        self.counted: set[int] = set()
 
     def read(self) -> dict[str, int]:
-        newest = self.browser.last_attempt_id()
-        new_floor = max(0, newest - ATTEMPT_MARGIN)
         if self.floor is None:
-            self.settled.update(self.browser.attempt_counts(0, new_floor))
-            self.floor = new_floor
-        elif new_floor > self.floor:
-            self.settled.update(self.browser.attempt_counts(self.floor, new_floor))
-            self.floor = new_floor
-        recent = self.browser.attempt_counts(self.floor)
-        return dict(self.settled + Counter(recent))
+            self.floor = max(0, self.browser.last_attempt_id() - ATTEMPT_MARGIN)
+            self.totals.update(self.browser.attempt_counts(0, self.floor))
+        newest = self.floor
+        for attempt_id, outcome in self.browser.attempts_after(self.floor):
+            newest = max(newest, attempt_id)
+            if attempt_id not in self.counted:
+                self.counted.add(attempt_id)
+                self.totals[outcome] += 1
+        self.floor = max(self.floor, newest - ATTEMPT_MARGIN)
+        self.counted = {i for i in self.counted if i > self.floor}
+        return dict(self.totals)
 
 
 class _LatencyHistogram:
@@ -155,7 +173,9 @@ def _backlog(due: int, scheduled: int, oldest_age_s: float | None) -> Iterable[M
 
 def _histogram(buckets: list[int], total_s: float) -> HistogramMetricFamily:
     cumulative, running = [], 0
-    for bound, count in zip((*map(str, LATENCY_BUCKETS_S), "+Inf"), buckets, strict=True):
+    for bound, count in zip(
+        (*map(floatToGoString, LATENCY_BUCKETS_S), "+Inf"), buckets, strict=True
+    ):
         running += count
         cumulative.append((bound, float(running)))
     return HistogramMetricFamily(
