@@ -240,7 +240,9 @@ def test_api_stats(client: TestClient, seeded: dict[str, str]) -> None:
     assert sum(p["sent"] for p in body["per_minute"]) == 2
     assert sum(p["failed"] for p in body["per_minute"]) == 1
     assert body["top_failures"][0]["count"] == 1
-    assert body["latency"][0]["count"] == 2
+    assert len(body["latency"]) == 24
+    assert sum(p["count"] for p in body["latency"]) == 2
+    assert body["latency"][-2]["count"] == 2 and body["latency"][0]["p50_s"] is None
 
 
 def test_healthz_and_readyz(client: TestClient, store: Store) -> None:

@@ -154,13 +154,14 @@ class SeriesPoint:
 
 @dataclass(frozen=True, slots=True)
 class LatencyPoint:
-    """Enqueue-to-sent latency percentiles (seconds) of the messages sent in one bucket."""
+    """Enqueue-to-sent latency percentiles (seconds) of the messages sent in one bucket
+    (``None`` when none was sent then)."""
 
     start: datetime
     count: int
-    p50_s: float
-    p95_s: float
-    p99_s: float
+    p50_s: float | None
+    p95_s: float | None
+    p99_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,8 +270,11 @@ class Browser:
         for sent_at, latency_s in conn.execute(query):
             by_bucket[_bucket_start(sent_at, step)].append(max(0.0, float(latency_s)))
         points = []
-        for start in sorted(by_bucket):
-            values = sorted(by_bucket[start])
+        for start in (first + step * i for i in range(buckets)):
+            values = sorted(by_bucket.get(start, ()))
+            if not values:
+                points.append(LatencyPoint(start, 0, None, None, None))
+                continue
             p50, p95, p99 = (nearest_rank(values, p) for p in PERCENTILES)
             points.append(LatencyPoint(start, len(values), p50, p95, p99))
         return points

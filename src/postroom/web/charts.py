@@ -6,6 +6,7 @@ needs no ``unsafe-inline``. Every label passes through :func:`html.escape`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -27,9 +28,9 @@ class Series:
 
 def line_chart(title: str, labels: Sequence[str], series: Sequence[Series], unit: str = "") -> str:
     """An SVG line chart of ``series`` over ``labels`` (x axis), with a y axis from zero."""
-    top_value = _nice_ceiling(
-        max((v for s in series for v in s.values if v is not None), default=0.0)
-    )
+    highest = max((v for s in series for v in s.values if v is not None), default=0.0)
+    whole = all(float(v).is_integer() for s in series for v in s.values if v is not None)
+    top_value = 4 * _nice_step(highest / 4, whole=whole)
     parts = [
         f'<svg class="chart" role="img" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
@@ -70,11 +71,18 @@ def _x_labels(labels: Sequence[str]) -> list[str]:
     count = len(labels)
     every = max(1, count // 6)
     return [
-        f'<text x="{_x(i, count):.1f}" y="{HEIGHT - 8}" text-anchor="middle" font-size="10" '
+        f'<text x="{_x(i, count):.1f}" y="{HEIGHT - 8}" text-anchor="{_anchor(i, count)}" '
+        f'font-size="10" '
         f'fill="#555">{escape(label)}</text>'
         for i, label in enumerate(labels)
-        if i % every == 0 or i == count - 1
+        if (i % every == 0 and count - 1 - i >= every // 2) or i == count - 1
     ]
+
+
+def _anchor(index: int, count: int) -> str:
+    if count > 1 and index == count - 1:
+        return "end"
+    return "start" if count > 1 and index == 0 else "middle"
 
 
 def _polyline(series: Series, count: int, top_value: float) -> str:
@@ -109,18 +117,20 @@ def _legend(series: Sequence[Series]) -> list[str]:
     return items
 
 
-def _nice_ceiling(value: float) -> float:
-    """A round number at least ``value`` (1, 2 or 5 times a power of ten); 1 for nothing."""
+def _nice_step(value: float, *, whole: bool) -> float:
+    """The smallest of 1, 2, 2.5 and 5 times a power of ten that is at least ``value`` (at
+    least 1 for whole numbers); the y axis has four such steps."""
     if value <= 0:
-        return 1.0
-    power = 10 ** len(str(int(value)))
-    for candidate in (power / 10, power / 5, power / 2, power):
-        if candidate >= value:
-            return float(candidate)
-    return float(power)
+        return 1.0 if whole else 0.25
+    power = 10.0 ** math.floor(math.log10(value))
+    for factor in (1.0, 2.0, 2.5, 5.0, 10.0):
+        step = factor * power
+        if step >= value and (not whole or step >= 1):
+            return step
+    return 10 * power
 
 
 def _number(value: float) -> str:
     if value >= 1000:
         return f"{value / 1000:g}k"
-    return f"{value:g}" if value == int(value) else f"{value:.2g}"
+    return f"{value:g}"
