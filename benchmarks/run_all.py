@@ -20,6 +20,7 @@ SCRIPTS = [
     "bench_e2e",
     "bench_slow_relay",
     "bench_isolation",
+    "bench_web",
 ]
 
 
