@@ -9,7 +9,8 @@ Every query here stays fast on tables of millions of rows by reading the indexes
   ``ix_messages_created``. A search that did not fill its page in one window says where it
   stopped (:attr:`SearchPage.older`), and the next request goes on from there;
 * time series range over ``ix_messages_sent`` (sent) and ``ix_messages_finished`` (failed);
-* counts by status read the partial indexes only.
+* counts by status read the partial indexes only; rows finished long ago are recounted once a
+  minute, and per-hour figures of hours that are over are read once (:class:`_Settled`).
 
 No function takes a lock or writes; each runs on one connection of the store's pool.
 """
@@ -17,11 +18,13 @@ No function takes a lock or writes; each runs on one connection of the store's p
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -56,6 +59,9 @@ __all__ = [
 ]
 
 m = messages
+_T = TypeVar("_T")
+#: a time bucket or a finished row this old no longer changes (see :class:`_Settled`)
+SETTLED_AFTER = timedelta(minutes=1)
 #: how many messages one search request looks through when a filter needs more than an index
 WINDOW_ROWS = 20_000
 #: the latency percentiles of the overview, as fractions
@@ -190,9 +196,15 @@ class Overview:
 class Browser:
     """The dashboard's read-only view of one :class:`Store`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, recount_every_s: float = 60.0) -> None:
         self.store = store
         self.dialect = store.dialect
+        #: how often the counts of long-finished messages are read again (see :meth:`counts`)
+        self.recount_every_s = recount_every_s
+        self._counted_at: float | None = None
+        self._watermark: datetime | None = None
+        self._settled: Counter[str] = Counter()
+        self._kept: dict[str, _Settled[Any]] = {}
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -241,7 +253,7 @@ class Browser:
         with self._read() as conn:
             return Overview(
                 now=now,
-                counts=counts_by_status(conn),
+                counts=self.counts(conn, now),
                 backlog=backlog(conn, now),
                 per_minute=self._series(conn, now, timedelta(minutes=1), 60),
                 per_hour=self._series(conn, now, timedelta(hours=1), hours),
@@ -250,34 +262,53 @@ class Browser:
                 dispatchers=all_dispatchers(conn),
             )
 
+    def counts(self, conn: Connection, now: datetime) -> dict[str, int]:
+        """Messages by status. Rows finished before the last recount's watermark are counted
+        again at most every :attr:`recount_every` (a purge or retry of old rows shows then);
+        everything newer is counted at each call."""
+        found = dict.fromkeys(STATUSES, 0)
+        for status in ACTIVE_STATUSES:
+            active = select(func.count()).where(status_is(status))
+            found[status] = int(conn.execute(active).scalar_one())
+        due = (
+            self._counted_at is None or time.monotonic() - self._counted_at >= self.recount_every_s
+        )
+        if due or self._watermark is None or now < self._watermark:
+            self._watermark = now - SETTLED_AFTER
+            self._settled = _finished_counts(conn, m.c.updated_at < self._watermark)
+            self._counted_at = time.monotonic()
+        recent = _finished_counts(conn, m.c.updated_at >= self._watermark)
+        for status, n in (self._settled + recent).items():
+            found[status] = n
+        return found
+
     def _series(
         self, conn: Connection, now: datetime, step: timedelta, buckets: int
     ) -> list[SeriesPoint]:
-        first = _bucket_start(now, step) - step * (buckets - 1)
-        sent = _bucket_counts(conn, self.dialect, m.c.sent_at, status_is("sent"), first, step)
-        failed = _bucket_counts(conn, self.dialect, m.c.updated_at, _failed_rows(), first, step)
-        starts = [first + step * i for i in range(buckets)]
-        return [SeriesPoint(s, sent.get(s, 0), failed.get(s, 0)) for s in starts]
+        def compute(first: datetime) -> dict[datetime, SeriesPoint]:
+            sent = _bucket_counts(conn, self.dialect, m.c.sent_at, status_is("sent"), first, step)
+            failed = _bucket_counts(conn, self.dialect, m.c.updated_at, _failed_rows(), first, step)
+            return {s: SeriesPoint(s, sent.get(s, 0), failed.get(s, 0)) for s in sent | failed}
+
+        kept = self._kept.setdefault(f"series-{step}", _Settled())
+        starts = _starts(now, step, buckets)
+        return kept.read(starts, step, now, compute, lambda s: SeriesPoint(s, 0, 0))
 
     def _latency(
         self, conn: Connection, now: datetime, step: timedelta, buckets: int
     ) -> list[LatencyPoint]:
-        first = _bucket_start(now, step) - step * (buckets - 1)
-        query = select(m.c.sent_at, self.store._dialect.latency_s()).where(
-            status_is("sent"), m.c.sent_at >= first
-        )
-        by_bucket: dict[datetime, list[float]] = defaultdict(list)
-        for sent_at, latency_s in conn.execute(query):
-            by_bucket[_bucket_start(sent_at, step)].append(max(0.0, float(latency_s)))
-        points = []
-        for start in (first + step * i for i in range(buckets)):
-            values = sorted(by_bucket.get(start, ()))
-            if not values:
-                points.append(LatencyPoint(start, 0, None, None, None))
-                continue
-            p50, p95, p99 = (nearest_rank(values, p) for p in PERCENTILES)
-            points.append(LatencyPoint(start, len(values), p50, p95, p99))
-        return points
+        def compute(first: datetime) -> dict[datetime, LatencyPoint]:
+            query = select(m.c.sent_at, self.store._dialect.latency_s()).where(
+                status_is("sent"), m.c.sent_at >= first
+            )
+            by_bucket: dict[datetime, list[float]] = defaultdict(list)
+            for sent_at, latency_s in conn.execute(query):
+                by_bucket[_bucket_start(sent_at, step)].append(max(0.0, float(latency_s)))
+            return {start: _percentiles(start, values) for start, values in by_bucket.items()}
+
+        kept = self._kept.setdefault(f"latency-{step}", _Settled())
+        starts = _starts(now, step, buckets)
+        return kept.read(starts, step, now, compute, lambda s: LatencyPoint(s, 0, None, None, None))
 
     # -- metrics sources ------------------------------------------------------------------------
 
@@ -312,34 +343,91 @@ class Browser:
         with self._read() as conn:
             return [(str(i), at, max(0.0, float(lat))) for i, at, lat in conn.execute(query)]
 
+    def newest_sent_at(self) -> datetime | None:
+        """The latest ``sent_at`` of a sent message (``None``: none was sent)."""
+        query = select(func.max(m.c.sent_at)).where(status_is("sent"))
+        with self._read() as conn:
+            newest: datetime | None = conn.execute(query).scalar_one()
+            return newest
+
+    def latency_histogram(
+        self, bounds_s: Sequence[float], sent_before: datetime
+    ) -> tuple[list[int], float]:
+        """Cumulative counts of sent messages (``sent_at < sent_before``) whose latency is at
+        most each bound, then all of them; and the sum of their latencies, in seconds."""
+        latency = self.store._dialect.latency_s()
+        counts = [func.count().filter(latency <= bound) for bound in bounds_s]
+        query = select(*counts, func.count(), func.coalesce(func.sum(latency), 0.0)).where(
+            status_is("sent"), m.c.sent_at < sent_before
+        )
+        with self._read() as conn:
+            *found, total_s = conn.execute(query).one()
+        return [int(n or 0) for n in found], max(0.0, float(total_s))
+
     def gauges(self, now: datetime) -> tuple[dict[str, int], Backlog, list[DispatcherInfo]]:
         """Counts by status, the backlog and the dispatchers, on one connection."""
         with self._read() as conn:
-            return counts_by_status(conn), backlog(conn, now), all_dispatchers(conn)
+            return self.counts(conn, now), backlog(conn, now), all_dispatchers(conn)
 
 
 # -- queries ------------------------------------------------------------------------------------
 
 
-def counts_by_status(conn: Connection) -> dict[str, int]:
-    """Every status with its number of messages; each count reads one partial index."""
-    counts = dict.fromkeys(STATUSES, 0)
-    for status in ACTIVE_STATUSES:
-        counts[status] = int(
-            conn.execute(select(func.count()).where(status_is(status))).scalar_one()
-        )
-    finished = select(m.c.status, func.count()).where(status_finished()).group_by(m.c.status)
-    for status, count in conn.execute(finished):
-        counts[str(status)] = int(count)
-    return counts
+def _finished_counts(conn: Connection, when: ColumnElement[bool]) -> Counter[str]:
+    """Finished messages by status among those matching ``when`` (ranges ``updated_at`` over
+    ``ix_messages_finished``, one seek per status)."""
+    query = select(m.c.status, func.count()).where(status_finished(), when).group_by(m.c.status)
+    return Counter({str(status): int(n) for status, n in conn.execute(query)})
+
+
+class _Settled(Generic[_T]):
+    """Figures of time buckets that ended more than :data:`SETTLED_AFTER` ago: they no longer
+    change (results are written within a fraction of a second), so they are read once."""
+
+    def __init__(self) -> None:
+        self.values: dict[datetime, _T] = {}
+
+    def read(
+        self,
+        starts: list[datetime],
+        step: timedelta,
+        now: datetime,
+        compute: Callable[[datetime], dict[datetime, _T]],
+        empty: Callable[[datetime], _T],
+    ) -> list[_T]:
+        missing = [start for start in starts if start not in self.values]
+        fresh = compute(missing[0]) if missing else {}
+        found = []
+        for start in starts:
+            value = self.values.get(start)
+            if value is None:
+                value = fresh.get(start) or empty(start)
+                if start + step <= now - SETTLED_AFTER:
+                    self.values[start] = value
+            found.append(value)
+        self.values = {s: v for s, v in self.values.items() if starts[0] <= s <= starts[-1]}
+        return found
+
+
+def _starts(now: datetime, step: timedelta, buckets: int) -> list[datetime]:
+    first = _bucket_start(now, step) - step * (buckets - 1)
+    return [first + step * i for i in range(buckets)]
+
+
+def _percentiles(start: datetime, values: list[float]) -> LatencyPoint:
+    ranked = sorted(values)
+    p50, p95, p99 = (nearest_rank(ranked, p) for p in PERCENTILES)
+    return LatencyPoint(start, len(ranked), p50, p95, p99)
 
 
 def backlog(conn: Connection, now: datetime) -> Backlog:
     """Queued messages due at ``now`` and later, and how long the oldest due one has waited."""
-    split = select(
-        func.count().filter(m.c.due_at <= now), func.count().filter(m.c.due_at > now)
-    ).where(status_is("queued"))
-    due, scheduled = conn.execute(split).one()
+    # two counts, each within one index (ix_messages_due, then any queued-only index): a count
+    # of both at once would look up every queued row in the table
+    due_now = select(func.count()).where(status_is("queued"), m.c.due_at <= now)
+    due = conn.execute(due_now).scalar_one()
+    queued = conn.execute(select(func.count()).where(status_is("queued"))).scalar_one()
+    scheduled = int(queued) - int(due)
     oldest = conn.execute(
         select(m.c.due_at).where(status_is("queued")).order_by(m.c.due_at).limit(1)
     ).scalar_one_or_none()
@@ -350,19 +438,18 @@ def backlog(conn: Connection, now: datetime) -> Backlog:
 def top_failures(conn: Connection, since: datetime) -> list[tuple[str, int]]:
     """The most frequent failure reasons of messages that failed or expired since ``since``,
     and of queued messages waiting after a failed attempt."""
-    count = func.count().label("n")
-    failing = or_(
+    found: Counter[str] = Counter()
+    # two queries, one per index (ix_messages_finished, ix_messages_due): an OR of the two
+    # conditions would read the whole table
+    for rows in (
         and_(_failed_rows(), m.c.updated_at >= since),
         and_(status_is("queued"), m.c.num_fails > 0),
-    )
-    query = (
-        select(m.c.failure, count)
-        .where(failing, m.c.failure.is_not(None))
-        .group_by(m.c.failure)
-        .order_by(count.desc(), m.c.failure)
-        .limit(TOP_FAILURES)
-    )
-    return [(str(failure), int(n)) for failure, n in conn.execute(query)]
+    ):
+        query = select(m.c.failure, func.count()).where(rows, m.c.failure.is_not(None))
+        for failure, n in conn.execute(query.group_by(m.c.failure)):
+            found[str(failure)] += int(n)
+    ranked = sorted(found.items(), key=lambda item: (-item[1], item[0]))
+    return ranked[:TOP_FAILURES]
 
 
 def nearest_rank(sorted_values: Sequence[float], fraction: float) -> float:

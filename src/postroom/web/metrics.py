@@ -82,29 +82,44 @@ class _AttemptCounter:
 
 
 class _LatencyHistogram:
-    """Latencies of sent messages, each ``(id, sent_at)`` counted once."""
+    """Latencies of sent messages, each ``(id, sent_at)`` counted once: messages sent before
+    ``floor`` are settled (summed in the database once, at the first read); those sent since
+    are read row by row and remembered while they are within :data:`SENT_MARGIN_S` of the
+    newest."""
 
     def __init__(self, browser: Browser) -> None:
         self.browser = browser
         self.bucket_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self.total_s = 0.0
-        self.newest: datetime | None = None
+        self.floor: datetime | None = None
         self.recent: set[tuple[str, datetime]] = set()
 
     def read(self) -> tuple[list[int], float]:
-        since = None if self.newest is None else self.newest - timedelta(seconds=SENT_MARGIN_S)
-        for row_id, sent_at, latency_s in self.browser.sent_latencies(since):
-            if (row_id, sent_at) in self.recent:
-                continue
-            self.recent.add((row_id, sent_at))
-            self.bucket_counts[bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
-            self.total_s += latency_s
-            if self.newest is None or sent_at > self.newest:
-                self.newest = sent_at
-        if self.newest is not None:
-            cutoff = self.newest - timedelta(seconds=2 * SENT_MARGIN_S)
-            self.recent = {key for key in self.recent if key[1] >= cutoff}
+        if self.floor is None:
+            self._settle_history()
+        newest = self.floor
+        for row_id, sent_at, latency_s in self.browser.sent_latencies(self.floor):
+            newest = sent_at if newest is None else max(newest, sent_at)
+            if (row_id, sent_at) not in self.recent:
+                self.recent.add((row_id, sent_at))
+                self.bucket_counts[bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
+                self.total_s += latency_s
+        if newest is not None:
+            floor = newest - timedelta(seconds=SENT_MARGIN_S)
+            self.floor = floor if self.floor is None else max(self.floor, floor)
+            self.recent = {key for key in self.recent if key[1] >= self.floor}
         return self.bucket_counts, self.total_s
+
+    def _settle_history(self) -> None:
+        newest = self.browser.newest_sent_at()
+        if newest is None:
+            return
+        self.floor = newest - timedelta(seconds=SENT_MARGIN_S)
+        cumulative, self.total_s = self.browser.latency_histogram(LATENCY_BUCKETS_S, self.floor)
+        previous = 0
+        for i, running in enumerate(cumulative):
+            self.bucket_counts[i] = running - previous
+            previous = running
 
 
 class DatabaseCollector(Collector):
