@@ -261,6 +261,9 @@ def test_readyz_fails_when_the_database_has_no_schema(tmp_path: Path) -> None:
         ready = c.get("/readyz")
         assert ready.status_code == 503
         assert "start `postroom serve` once" in ready.json()["database"]
+        page = c.get("/")
+        assert page.status_code == 503 and "start `postroom serve` once" in page.text
+        assert "no postroom tables" in c.get("/api/stats").json()["error"]
 
 
 def test_loopback_without_token_refuses_other_host_names(client: TestClient) -> None:

@@ -148,6 +148,13 @@ async def readyz(request: Request) -> Response:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    """A database error: say whether the schema is missing (no `postroom serve` yet) or why
+    the database did not answer."""
+    context: WebContext = request.app.state.ctx
+    try:
+        problem = await run_in_threadpool(context.browser.schema_problem) or str(exc)
+    except StoreError:
+        problem = str(exc)
     if request.url.path.startswith(("/api/", "/metrics")):
-        return JSONResponse({"error": str(exc)}, status_code=503)
-    return pages.render(request, "error.html", 503, title="Database unavailable", problem=str(exc))
+        return JSONResponse({"error": problem}, status_code=503)
+    return pages.render(request, "error.html", 503, title="Database unavailable", problem=problem)
