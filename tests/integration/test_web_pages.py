@@ -13,7 +13,7 @@ pytest.importorskip("starlette")
 from starlette.testclient import TestClient
 
 from postroom.config import load_config
-from postroom.store import Store
+from postroom.store import NewMessage, Store
 from postroom.web import create_app
 from tests.webdata import add_message, deliver, utc
 
@@ -270,3 +270,25 @@ def test_loopback_without_token_refuses_other_host_names(client: TestClient) -> 
     rebound = client.get("/", headers={"host": "evil.example:8025"})
     assert rebound.status_code == 421
     assert client.get("/", headers={"host": "localhost:8025"}).status_code == 200
+
+
+def test_a_poison_payload_is_shown_as_stored(client: TestClient, store: Store) -> None:
+    row = NewMessage(
+        id="poison-1f2e",
+        status="failed",
+        priority=0,
+        created_at=NOW,
+        send_after=NOW,
+        expires_at=NOW + timedelta(hours=1),
+        mail_from="",
+        recipients=[],
+        subject="",
+        message_id=None,
+        data=b"\xff not json <b>",
+        failure="payload cannot be decoded",
+    )
+    store.insert_messages([row], now=NOW)
+    page = client.get("/messages/poison-1f2e")
+    assert page.status_code == 200
+    assert "cannot be rendered as an email" in page.text
+    assert client.get("/messages/poison-1f2e/raw").content == b"\xff not json <b>"

@@ -226,6 +226,15 @@ class Browser:
             "start `postroom serve` once to create or upgrade it"
         )
 
+    def payload(self, message_id: str) -> bytes:
+        """The stored payload of message ``message_id``; ``KeyError`` when there is none."""
+        query = select(m.c.data).where(m.c.id == message_id)
+        with self._read() as conn:
+            data = conn.execute(query).scalar_one_or_none()
+        if data is None:
+            raise KeyError(message_id)
+        return bytes(data)
+
     def dispatchers(self) -> list[DispatcherInfo]:
         """Every registered dispatcher, most recent heartbeat first."""
         with self._read() as conn:

@@ -11,7 +11,6 @@ from postroom.message import Email
 from postroom.payload import decode_email
 from postroom.store import Store
 from postroom.store.browse import Browser
-from postroom.store.schema import messages
 from postroom.web.mailbox import Mailbox
 from postroom.web.metrics import DatabaseCollector
 from postroom.web.security import Access
@@ -45,15 +44,7 @@ class WebContext:
 
     def payload(self, message_id: str) -> bytes:
         """The stored payload of a message; ``KeyError`` when there is none."""
-        from sqlalchemy import select
-
-        with self.browser._read() as conn:
-            data = conn.execute(
-                select(messages.c.data).where(messages.c.id == message_id)
-            ).scalar_one_or_none()
-        if data is None:
-            raise KeyError(message_id)
-        return bytes(data)
+        return self.browser.payload(message_id)
 
 
 def rendered_message(payload: bytes) -> tuple[bytes | None, str | None]:

@@ -106,6 +106,7 @@ def load_message(
 
 
 def rendered(payload: bytes) -> tuple[bytes | None, str | None]:
+    """The message as sent, or ``None`` and why not (see :func:`rendered_message`)."""
     return rendered_message(payload)
 
 
