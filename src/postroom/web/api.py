@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from postroom.errors import NotFoundError, StoreError
-from postroom.store.browse import MessageSummary, Overview
+from postroom.store.browse import Overview
+from postroom.store.search import MessageSummary
 from postroom.web import views
 from postroom.web.context import WebContext
 from postroom.web.forms import BadInput, position_text, search_query

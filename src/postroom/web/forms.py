@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from postroom.durations import parse_duration
-from postroom.store.browse import SearchQuery
+from postroom.store.search import SearchQuery
 
 __all__ = ["BadInput", "parse_position", "position_text", "search_query"]
 
