@@ -21,6 +21,7 @@ SCRIPTS = [
     "bench_slow_relay",
     "bench_isolation",
     "bench_django",
+    "bench_web",
 ]
 
 

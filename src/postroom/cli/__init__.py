@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from postroom.cli import config_cmd, inspect, manage, send, serve
+from postroom.cli import config_cmd, health, inspect, manage, send, serve, web
 from postroom.cli.common import Subparsers, UsageError
 from postroom.cli.output import printable
 from postroom.errors import ConfigError, MessageError, PostroomError
@@ -31,6 +31,8 @@ COMMAND_GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     send.register,
     inspect.register,
     manage.register,
+    web.register,
+    health.register,
     config_cmd.register,
 )
 

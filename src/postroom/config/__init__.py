@@ -39,7 +39,9 @@ from ._model import (
     Secret,
     ServerConfig,
     SmtpConfig,
+    WebConfig,
     redact_url,
+    split_listen,
 )
 
 __all__ = [
@@ -57,9 +59,11 @@ __all__ = [
     "ServerConfig",
     "SmtpConfig",
     "TlsMode",
+    "WebConfig",
     "default_config",
     "env_name",
     "load_config",
     "redact_url",
     "render_config",
+    "split_listen",
 ]

@@ -34,6 +34,7 @@ from ._model import (
     DEFAULT_QUEUE,
     POSTGRES_SCHEMES,
     REDIS_SCHEMES,
+    WEB_TOKEN_MIN_LENGTH,
     Config,
     DatabaseConfig,
     EmailConfig,
@@ -43,8 +44,10 @@ from ._model import (
     Secret,
     ServerConfig,
     SmtpConfig,
+    WebConfig,
     ambiguous_userinfo,
     redact_url,
+    split_listen,
 )
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -463,6 +466,17 @@ def _check_email(email: EmailConfig, data: Mapping[str, object], path: str) -> E
     return email
 
 
+def _check_web(web: WebConfig, data: Mapping[str, object], path: str) -> WebConfig:
+    try:
+        split_listen(web.listen)
+    except ValueError as exc:
+        raise ConfigError(join(path, "listen"), str(exc)) from None
+    if web.token and len(web.token.reveal()) < WEB_TOKEN_MIN_LENGTH:
+        problem = f"must be at least {WEB_TOKEN_MIN_LENGTH} characters (or empty)"
+        raise ConfigError(join(path, "token"), problem)
+    return web
+
+
 _CHECKS: dict[type[Any], Callable[[Any, Mapping[str, object], str], Any]] = {
     QueueConfig: _check_queue,
     DatabaseConfig: _check_database,
@@ -470,4 +484,5 @@ _CHECKS: dict[type[Any], Callable[[Any, Mapping[str, object], str], Any]] = {
     SmtpConfig: _check_smtp,
     ServerConfig: _check_server,
     EmailConfig: _check_email,
+    WebConfig: _check_web,
 }

@@ -347,6 +347,39 @@ class ServerConfig(_Section):
     processes: int = field(default=1, metadata=_limits(at_least=1, at_most=64))
 
 
+#: default ``email.web.listen``: loopback only, where no token is needed
+WEB_LISTEN: Final = "127.0.0.1:8025"
+#: shortest ``email.web.token`` accepted: a guessable token protects nothing
+WEB_TOKEN_MIN_LENGTH: Final = 16
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"host:port"`` (``"[::1]:8025"`` for IPv6) -> ``(host, port)``; ``ValueError`` says why."""
+    host, colon, port_text = listen.strip().rpartition(":")
+    if not colon or not host or (not port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"{listen!r} is not host:port (e.g. 127.0.0.1:8025)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{listen!r}: write an IPv6 address in brackets ([::1]:8025)")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{listen!r}: the port must be 0-65535")
+    return host, port
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class WebConfig(_Section):
+    """The dashboard (``postroom web``), key ``email.web``.
+
+    ``listen`` is ``host:port`` (``[::1]:8025`` for IPv6). On any address other than a loopback
+    one, ``token`` is required, and every request must carry it.
+    """
+
+    listen: str = WEB_LISTEN
+    token: Secret = field(default_factory=Secret)
+
+
 def _default_queues() -> Mapping[str, QueueConfig]:
     return FrozenMap({DEFAULT_QUEUE: QueueConfig()})
 
@@ -372,6 +405,7 @@ class EmailConfig(_Section):
     max_recipients: int = field(default=MAX_RECIPIENTS, metadata=_limits(at_least=1))
     queue: Mapping[str, QueueConfig] = field(default_factory=_default_queues)
     server: ServerConfig = field(default_factory=ServerConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
