@@ -45,7 +45,8 @@ def sqlite_store() -> Iterator[Store]:
 
 
 @contextmanager
-def postgres_store() -> Iterator[Store]:
+def postgres_database() -> Iterator[str]:
+    """The URL of a scratch database on ``POSTROOM_BENCH_POSTGRES_URL``, dropped afterwards."""
     try:
         import psycopg
     except ImportError as exc:
@@ -57,13 +58,21 @@ def postgres_store() -> Iterator[Store]:
     except psycopg.Error as exc:
         raise StoreError(f"no PostgreSQL at POSTROOM_BENCH_POSTGRES_URL: {exc}") from exc
     base, _, _ = POSTGRES_URL.rpartition("/")
-    store = open_store(f"{base}/{name}")
     try:
-        yield store
+        yield f"{base}/{name}"
     finally:
-        store.close()
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def postgres_store() -> Iterator[Store]:
+    with postgres_database() as url:
+        store = open_store(url)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def new_rows(count: int, now: datetime) -> list[NewMessage]:

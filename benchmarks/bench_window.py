@@ -7,7 +7,9 @@ sends ``--messages`` messages that are already due; the time runs from the first
 last recorded result, connection set-up included.
 
 Reported per row: messages/s and the fraction of the bound (the target: >= 0.9 at 32
-connections, >= 0.8 at 128).
+connections, >= 0.8 at 128). Then a relay whose every reply reaches the client 25 ms late (a
+proxy in front of it), nothing else slow: round trips per message at 32 connections, as
+connections x seconds / round trip / messages (the target: <= 1.3).
 
     python benchmarks/bench_window.py [--messages 2000] [--delay 0.1] [--connections 4 32 128]
 """
@@ -58,24 +60,73 @@ class _SlowHandler:
         return "250 2.0.0 OK"
 
 
-def _serve_relay(port: int, delay_s: float, ready: Any) -> None:
+async def _delayed_pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float
+) -> None:
+    """Forward bytes in order, each chunk ``delay_s`` after it arrived."""
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+    async def forward() -> None:
+        while True:
+            due, data = await chunks.get()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    forwarding = asyncio.create_task(forward())
+    while data := await reader.read(65536):
+        chunks.put_nowait((loop.time() + delay_s, data))
+    chunks.put_nowait((loop.time() + delay_s, b""))
+    await forwarding
+
+
+async def _proxy(listen_port: int, target_port: int, delay_s: float) -> None:
+    """Every reply of the server at ``target_port`` reaches the client ``delay_s`` late."""
+
+    async def connection(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(
+            _delayed_pipe(client_r, server_w, 0.0),
+            _delayed_pipe(server_r, client_w, delay_s),
+            return_exceptions=True,
+        )
+
+    server = await asyncio.start_server(connection, "127.0.0.1", listen_port)
+    async with server:
+        await server.serve_forever()
+
+
+def _serve_relay(port: int, dot_delay_s: float, reply_delay_s: float, ready: Any) -> None:
     from aiosmtpd.controller import Controller
 
-    controller = Controller(_SlowHandler(delay_s), hostname="127.0.0.1", port=port)
+    smtp_port = free_port() if reply_delay_s else port
+    controller = Controller(_SlowHandler(dot_delay_s), hostname="127.0.0.1", port=smtp_port)
     controller.start()
+    if reply_delay_s:
+        loop = asyncio.new_event_loop()
+        loop.call_soon(ready.set)
+        loop.run_until_complete(_proxy(port, smtp_port, reply_delay_s))
     ready.set()
     while True:
         time.sleep(3600)
 
 
 class Relay:
-    """The slow relay in a process of its own (so that it does not share the dispatcher's GIL)."""
+    """The relay in a process of its own (so that it does not share the dispatcher's GIL):
+    each final dot answered after ``dot_delay_s``, every reply reaching the client
+    ``reply_delay_s`` late (a round trip on a distant network)."""
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, dot_delay_s: float, reply_delay_s: float = 0.0) -> None:
         self.port = free_port()
         ready = multiprocessing.Event()
         self.process = multiprocessing.Process(
-            target=_serve_relay, args=(self.port, delay_s, ready), daemon=True
+            target=_serve_relay,
+            args=(self.port, dot_delay_s, reply_delay_s, ready),
+            daemon=True,
         )
         self.process.start()
         if not ready.wait(10):
@@ -86,10 +137,8 @@ class Relay:
         self.process.join(10)
 
 
-def filled_store(folder: Path, count: int) -> Store:
-    """A SQLite store with ``count`` messages due now."""
-    store = open_store(f"sqlite:///{folder / 'postroom.db'}")
-    store.migrate()
+def fill(store: Store, count: int) -> None:
+    """``count`` messages due now."""
     now = datetime.now(UTC)
     queue = MemoryQueue()
     for i in range(count):
@@ -104,28 +153,74 @@ def filled_store(folder: Path, count: int) -> Store:
     ingestor = Ingestor(queue, store, max_time=timedelta(hours=1), clock=lambda: now)
     while queue.size():
         ingestor.run_once(0)
+
+
+def filled_store(folder: Path, count: int) -> Store:
+    """A SQLite store with ``count`` messages due now."""
+    store = open_store(f"sqlite:///{folder / 'postroom.db'}")
+    store.migrate()
+    fill(store, count)
     return store
+
+
+def dispatch_all(store: Store, port: int, connections: int, batch: int, owner: str) -> None:
+    """Send until nothing is due any more (other dispatchers may hold the rest)."""
+    settings = SmtpSettings(
+        host="127.0.0.1", port=port, tls=TlsMode.NONE, helo="bench.test", connections=connections
+    )
+    transport = SmtpTransport(settings)
+    dispatcher = Dispatcher(store, transport, owner=owner, policy=POLICY, batch=batch)
+    try:
+        while dispatcher.step() or store.next_due_at() is not None:
+            pass
+        dispatcher.keeper.tick()
+    finally:
+        transport.close()
+
+
+def _dispatcher_process(url: str, port: int, connections: int, batch: int, owner: str) -> None:
+    store = open_store(url)
+    try:
+        dispatch_all(store, port, connections, batch, owner)
+    finally:
+        store.close()
 
 
 def run_row(relay: Relay, connections: int, count: int, batch: int) -> float:
     """Messages per second of one dispatcher with ``connections`` connections."""
     with tempfile.TemporaryDirectory() as folder:
         store = filled_store(Path(folder), count)
-        settings = SmtpSettings(
-            host="127.0.0.1",
-            port=relay.port,
-            tls=TlsMode.NONE,
-            helo="bench.test",
-            connections=connections,
-        )
-        transport = SmtpTransport(settings)
-        dispatcher = Dispatcher(store, transport, owner="bench", policy=POLICY, batch=batch)
         started = time.perf_counter()
-        while dispatcher.step():
-            pass
+        dispatch_all(store, relay.port, connections, batch, "bench")
         took = time.perf_counter() - started
         sent = store.stats(None, datetime.now(UTC)).counts
-        transport.close()
+        store.close()
+    if sum(v for k, v in sent.items() if k.value == "sent") != count:
+        raise RuntimeError(f"not every message was sent: {sent}")
+    return count / took
+
+
+def several_dispatchers(relay: Relay, processes: int, count: int, connections: int) -> float:
+    """Messages per second of ``processes`` dispatcher processes sharing one PostgreSQL."""
+    from bench_store import postgres_database
+
+    with postgres_database() as url:
+        store = open_store(url)
+        store.migrate()
+        fill(store, count)
+        workers = [
+            multiprocessing.Process(
+                target=_dispatcher_process, args=(url, relay.port, connections, 50, f"bench-{i}")
+            )
+            for i in range(processes)
+        ]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        took = time.perf_counter() - started
+        sent = store.stats(None, datetime.now(UTC)).counts
         store.close()
     if sum(v for k, v in sent.items() if k.value == "sent") != count:
         raise RuntimeError(f"not every message was sent: {sent}")
@@ -137,12 +232,13 @@ def run(
     delay_s: float = 0.1,
     connections: tuple[int, ...] = (4, 32, 128),
     batch: int = 50,
+    round_trip_s: float = 0.025,
 ) -> list[dict[str, float]]:
-    """Print and return one row per number of connections."""
+    """Print and return one row per number of connections, then the round-trip row."""
     print(f"   relay answering each message after {delay_s * 1000:.0f} ms, batch {batch}")
     print(f"   {'connections':>11}  {'msg/s':>7}  {'bound':>7}  {'of bound':>8}", flush=True)
-    relay = Relay(delay_s)
     rows = []
+    relay = Relay(delay_s)
     try:
         for conns in connections:
             rate = run_row(relay, conns, messages, batch)
@@ -151,7 +247,44 @@ def run(
             print(f"   {conns:>11}  {rate:>7.0f}  {bound:>7.0f}  {rate / bound:>8.2f}", flush=True)
     finally:
         relay.stop()
+    rows.append(round_trips(messages, round_trip_s, 32, batch))
+    rows.append(scaling(delay_s))
     return rows
+
+
+def scaling(delay_s: float, count: int = 600, connections: int = 4) -> dict[str, float]:
+    """One dispatcher process, then three, on one PostgreSQL database (target: >= 2.6x)."""
+    relay = Relay(delay_s)
+    try:
+        one = several_dispatchers(relay, 1, count, connections)
+        three = several_dispatchers(relay, 3, count, connections)
+    finally:
+        relay.stop()
+    print(
+        f"   PostgreSQL, {connections} connections each: 1 dispatcher {one:.0f} msg/s,"
+        f" 3 dispatchers {three:.0f} msg/s ({three / one:.2f}x)",
+        flush=True,
+    )
+    return {"one": one, "three": three, "ratio": three / one}
+
+
+def round_trips(
+    messages: int, round_trip_s: float, connections: int, batch: int
+) -> dict[str, float]:
+    """Every reply ``round_trip_s`` late, nothing else slow: how many round trips each message
+    costs a connection (connections x seconds / round trip / messages; set-up included)."""
+    relay = Relay(0.0, round_trip_s)
+    try:
+        rate = run_row(relay, connections, messages, batch)
+    finally:
+        relay.stop()
+    per_message = connections / rate / round_trip_s
+    print(
+        f"   replies {round_trip_s * 1000:.0f} ms late, PIPELINING, {connections} connections:"
+        f" {rate:.0f} msg/s, {per_message:.2f} round trips per message",
+        flush=True,
+    )
+    return {"connections": connections, "rate": rate, "round_trips": per_message}
 
 
 def main() -> None:
@@ -160,8 +293,9 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.1)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--connections", type=int, nargs="+", default=[4, 32, 128])
+    parser.add_argument("--round-trip", type=float, default=0.025)
     args = parser.parse_args()
-    run(args.messages, args.delay, tuple(args.connections), args.batch)
+    run(args.messages, args.delay, tuple(args.connections), args.batch, args.round_trip)
 
 
 if __name__ == "__main__":

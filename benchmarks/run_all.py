@@ -20,6 +20,8 @@ SCRIPTS = [
     "bench_e2e",
     "bench_slow_relay",
     "bench_isolation",
+    "bench_window",
+    "bench_backlog",
     "bench_django",
     "bench_web",
 ]
