@@ -438,6 +438,16 @@ def test_mark_started_is_fenced_and_cleared_by_finish(store: Store) -> None:
     assert store.get("m1").attempt_started_at is None
 
 
+def test_finish_marks_the_rows_started_in_the_same_transaction(store: Store) -> None:
+    store.insert_messages([new("m1"), new("m2"), new("m3")])
+    store.claim_due("A", 3, 30, at(0))
+    assert store.finish("A", [sent("m1", who="A")], at(1), started=["m2", "m3"]) == 1
+    assert store.get("m1").status == "sent"
+    assert [store.get(i).attempt_started_at for i in ("m2", "m3")] == [at(1), at(1)]
+    store.finish("B", [], at(2), started=["m2"])  # fenced: not B's row
+    assert store.get("m2").attempt_started_at == at(1)
+
+
 def test_late_finish_of_a_purged_message_is_ignored(store: Store) -> None:
     store.insert_messages([new("m1"), new("m2")])
     store.claim_due("A", 2, 30, at(0))

@@ -147,15 +147,14 @@ class Keeper:
         if owed.releases:
             self.store.release(owner, owed.releases, now)
             owed.releases = []
-        if owed.finishes:
-            updated = self.store.finish(owner, owed.finishes, now)
+        if owed.finishes or owed.started:  # one transaction for both
+            updated = self.store.finish(owner, owed.finishes, now, started=owed.started)
             if updated < len(owed.finishes):
                 log.warning(
                     "%d result(s) not recorded: another dispatcher took the message over",
                     len(owed.finishes) - updated,
                 )
-            owed.finishes = []
-        self.store.mark_started(owner, owed.started, now)
+            owed.finishes, owed.started = [], []
 
     def _beat(self, now: datetime) -> None:
         relay = self.relay()

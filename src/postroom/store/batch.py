@@ -469,9 +469,11 @@ def finish_postgres(
     updates: list[tuple[object, ...]],
     tried: list[tuple[object, ...]],
     now: TimeValue,
+    started: Sequence[str] = (),
 ) -> int:
     """Write ``updates`` fenced on ``owner`` and insert ``tried`` for messages that still
-    exist; return how many messages were updated. One statement, committed here.
+    exist, and mark the rows ``started`` (:func:`started_postgres`); return how many messages
+    were updated. One transaction, committed here.
     """
     outcomes = _columns(updates, len(_OUTCOME_COLUMNS))
     attempts = _columns(tried, len(_ATTEMPT_COLUMNS))
@@ -481,6 +483,8 @@ def finish_postgres(
     with dbapi.pipeline():
         dbapi.execute(_PLAN_SETTINGS)
         cursor = dbapi.execute(_FINISH_POSTGRES, params)
+        if started:
+            dbapi.execute(_STARTED_POSTGRES, _started_params(owner, started, now))
         dbapi.commit()
     found = cursor.fetchone()
     return int(found[0]) if found else 0
@@ -492,14 +496,52 @@ def finish_sqlite(
     updates: list[tuple[object, ...]],
     tried: list[tuple[object, ...]],
     now: TimeValue,
+    started: Sequence[str] = (),
 ) -> int:
     """:func:`finish_postgres` for SQLite, inside the caller's transaction: update the leased
     rows, then record the attempts of messages that still exist (a
-    message purged meanwhile loses its attempt, as its other attempts went with it)."""
-    updated = dbapi.execute(_FINISH_SQLITE, (_json_rows(updates), now, owner)).rowcount
+    message purged meanwhile loses its attempt, as its other attempts went with it), then mark
+    the rows ``started``."""
+    updated = 0
+    if updates:
+        updated = dbapi.execute(_FINISH_SQLITE, (_json_rows(updates), now, owner)).rowcount
     if tried:
         dbapi.execute(_ATTEMPT_SQLITE, (_json_rows(tried),))
+    started_sqlite(dbapi, owner, started, now)
     return updated
+
+
+_STARTED_SQLITE = (
+    "UPDATE messages SET attempt_started_at = ?1 "
+    "WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'sending' AND lease_owner = ?3 "
+    "AND attempt_started_at IS NULL"
+)
+_STARTED_POSTGRES = (
+    "UPDATE messages SET attempt_started_at = %(now)b "
+    "WHERE id = ANY(%(ids)b::text[]) AND status = %(fence)b AND lease_owner = %(owner)b "
+    "AND attempt_started_at IS NULL"
+)
+
+
+def started_sqlite(
+    dbapi: sqlite3.Connection, owner: str, ids: Sequence[str], now: TimeValue
+) -> int:
+    """Note that ``owner`` began delivering the rows ``ids`` it still holds (the first time
+    only); inside the caller's transaction. Returns how many rows were marked."""
+    if not ids:
+        return 0
+    return int(dbapi.execute(_STARTED_SQLITE, (now, dump_list(list(ids)), owner)).rowcount)
+
+
+def started_postgres(dbapi: PgConnection, owner: str, ids: Sequence[str], now: TimeValue) -> int:
+    """:func:`started_sqlite` for PostgreSQL, inside the caller's transaction."""
+    if not ids:
+        return 0
+    return dbapi.execute(_STARTED_POSTGRES, _started_params(owner, ids, now)).rowcount
+
+
+def _started_params(owner: str, ids: Sequence[str], now: TimeValue) -> dict[str, object]:
+    return {"now": now, "ids": list(ids), "fence": "sending", "owner": owner}
 
 
 _RELEASE_SQLITE = (

@@ -88,10 +88,14 @@ class Dialect(ABC):
         updates: list[tuple[object, ...]],
         tried: list[tuple[object, ...]],
         now: datetime,
+        started: Sequence[str] = (),
     ) -> int: ...
 
     @abstractmethod
     def release(self, owner: str, ids: Sequence[str], now: datetime) -> int: ...
+
+    @abstractmethod
+    def mark_started(self, owner: str, ids: Sequence[str], now: datetime) -> int: ...
 
     def close(self) -> None:  # noqa: B027
         """Release what the dialect holds besides the engine (nothing here)."""
@@ -161,13 +165,18 @@ class SqliteDialect(Dialect):
         updates: list[tuple[object, ...]],
         tried: list[tuple[object, ...]],
         now: datetime,
+        started: Sequence[str] = (),
     ) -> int:
         with self._driver_write() as dbapi:
-            return batch.finish_sqlite(dbapi, owner, updates, tried, sqlite_time(now))
+            return batch.finish_sqlite(dbapi, owner, updates, tried, sqlite_time(now), started)
 
     def release(self, owner: str, ids: Sequence[str], now: datetime) -> int:
         with self._driver_write() as dbapi:
             return batch.release_sqlite(dbapi, owner, ids, sqlite_time(now))
+
+    def mark_started(self, owner: str, ids: Sequence[str], now: datetime) -> int:
+        with self._driver_write() as dbapi:
+            return batch.started_sqlite(dbapi, owner, ids, sqlite_time(now))
 
     def close(self) -> None:
         self._writer.close()
@@ -218,13 +227,20 @@ class PostgresDialect(Dialect):
         updates: list[tuple[object, ...]],
         tried: list[tuple[object, ...]],
         now: datetime,
+        started: Sequence[str] = (),
     ) -> int:
         with self._driver() as dbapi:
-            return batch.finish_postgres(dbapi, owner, updates, tried, utc_time(now))
+            return batch.finish_postgres(dbapi, owner, updates, tried, utc_time(now), started)
 
     def release(self, owner: str, ids: Sequence[str], now: datetime) -> int:
         with self._driver() as dbapi:
             return batch.release_postgres(dbapi, owner, ids, utc_time(now))
+
+    def mark_started(self, owner: str, ids: Sequence[str], now: datetime) -> int:
+        with self._driver() as dbapi:
+            marked = batch.started_postgres(dbapi, owner, ids, utc_time(now))
+            dbapi.commit()
+            return marked
 
 
 def dialect_for(name: str, connect: Connect, lock_file: str | None) -> Dialect:

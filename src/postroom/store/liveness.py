@@ -33,7 +33,6 @@ from postroom.store.schema import dispatchers, messages, status_is
 __all__ = [
     "all_dispatchers",
     "beat",
-    "mark_started",
     "remove_dispatchers",
     "take_over",
 ]
@@ -74,23 +73,6 @@ def all_dispatchers(conn: Connection) -> list[DispatcherInfo]:
     """Every registered dispatcher, the most recent heartbeat first."""
     rows = conn.execute(select(d).order_by(d.c.heartbeat_at.desc(), d.c.id))
     return [DispatcherInfo(**row._asdict()) for row in rows]
-
-
-def mark_started(conn: Connection, owner: str, ids: Sequence[str], now: datetime) -> int:
-    """Note that ``owner`` began delivering the rows ``ids`` it still holds (first time only)."""
-    if not ids:
-        return 0
-    stmt = (
-        update(m)
-        .where(
-            m.c.id.in_(list(ids)),
-            status_is("sending"),
-            m.c.lease_owner == owner,
-            m.c.attempt_started_at.is_(None),
-        )
-        .values(attempt_started_at=now)
-    )
-    return int(conn.execute(stmt).rowcount)
 
 
 def take_over(

@@ -188,20 +188,28 @@ class Store:
         with self._errors():
             return self._dialect.claim(owner, limit, now, lease_until)
 
-    def finish(self, owner: str, results: Sequence[Finish], now: datetime | None = None) -> int:
+    def finish(
+        self,
+        owner: str,
+        results: Sequence[Finish],
+        now: datetime | None = None,
+        *,
+        started: Sequence[str] = (),
+    ) -> int:
         """Record outcomes in one transaction; return how many message rows were updated.
 
         Each result updates its row only while ``owner`` still holds the lease (fenced) and
         clears the lease. Each attempt is inserted whether or not the fence held (it happened),
-        unless the message is gone.
+        unless the message is gone. The rows ``started`` are marked in the same transaction
+        (see :meth:`mark_started`).
         """
-        if not results:
+        if not results and not started:
             return 0
         now = datetime.now(UTC) if now is None else now
         _aware(now, "now")
         updates, tried = batch.outcome_rows(results, now, self._dialect.to_db)
         with self._errors():
-            return self._dialect.finish(owner, updates, tried, now)
+            return self._dialect.finish(owner, updates, tried, now, started)
 
     def release(self, owner: str, ids: Sequence[str], now: datetime) -> int:
         """Give leased rows back (``sending`` -> ``queued``) without counting a failure.
@@ -238,8 +246,8 @@ class Store:
         _aware(now, "now")
         if not ids:
             return 0
-        with self._write() as conn:
-            return liveness.mark_started(conn, owner, ids, now)
+        with self._errors():
+            return self._dialect.mark_started(owner, ids, now)
 
     def take_over(
         self,

@@ -289,10 +289,10 @@ def test_results_a_database_error_kept_are_written_by_the_next_step(
     real_finish = rig.store.finish
     locked = [True]
 
-    def flaky_finish(owner: str, results: object, now: datetime) -> int:
+    def flaky_finish(owner: str, results: object, now: datetime, **kwargs: object) -> int:
         if locked[0]:
             raise StoreError("database is locked")
-        return real_finish(owner, results, now)  # type: ignore[arg-type]
+        return real_finish(owner, results, now, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(rig.store, "finish", flaky_finish)
     rig.step()  # every write fails; the result stays owed
