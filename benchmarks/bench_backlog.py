@@ -116,7 +116,11 @@ def run(messages: int = 1_000_000, batch: int = 50) -> dict[str, float]:
     done = sum(n for status, n in sent.items() if status.value == "sent")
     if done != messages:
         raise RuntimeError(f"{done} of {messages} sent")
-    first, last = per_message_us(timings, 0.0, 0.1), per_message_us(timings, 0.9, 1.0)
+    tenths = [per_message_us(timings, i / 10, (i + 1) / 10) for i in range(10)]
+    first, last = tenths[0], tenths[-1]
+    print(
+        "   claim per message by tenth of the backlog (us): " + " ".join(f"{t:.1f}" for t in tenths)
+    )
     row = {
         "messages": messages,
         "claim_us_first_tenth": first,

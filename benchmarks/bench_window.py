@@ -100,41 +100,48 @@ async def _proxy(listen_port: int, target_port: int, delay_s: float) -> None:
         await server.serve_forever()
 
 
-def _serve_relay(port: int, dot_delay_s: float, reply_delay_s: float, ready: Any) -> None:
+def _serve_relay(port: int, dot_delay_s: float, ready: Any) -> None:
     from aiosmtpd.controller import Controller
 
-    smtp_port = free_port() if reply_delay_s else port
-    controller = Controller(_SlowHandler(dot_delay_s), hostname="127.0.0.1", port=smtp_port)
+    controller = Controller(_SlowHandler(dot_delay_s), hostname="127.0.0.1", port=port)
     controller.start()
-    if reply_delay_s:
-        loop = asyncio.new_event_loop()
-        loop.call_soon(ready.set)
-        loop.run_until_complete(_proxy(port, smtp_port, reply_delay_s))
     ready.set()
     while True:
         time.sleep(3600)
 
 
+def _serve_proxy(port: int, target_port: int, delay_s: float, ready: Any) -> None:
+    loop = asyncio.new_event_loop()
+    loop.call_soon(ready.set)
+    loop.run_until_complete(_proxy(port, target_port, delay_s))
+
+
 class Relay:
     """The relay in a process of its own (so that it does not share the dispatcher's GIL):
-    each final dot answered after ``dot_delay_s``, every reply reaching the client
-    ``reply_delay_s`` late (a round trip on a distant network)."""
+    each final dot answered after ``dot_delay_s``; with ``reply_delay_s``, a proxy in a second
+    process makes every reply reach the client that much late (a round trip on a distant
+    network)."""
 
     def __init__(self, dot_delay_s: float, reply_delay_s: float = 0.0) -> None:
         self.port = free_port()
+        self.processes: list[multiprocessing.Process] = []
+        smtp_port = free_port() if reply_delay_s else self.port
+        self._start(_serve_relay, smtp_port, dot_delay_s)
+        if reply_delay_s:
+            self._start(_serve_proxy, self.port, smtp_port, reply_delay_s)
+
+    def _start(self, target: Any, *args: Any) -> None:
         ready = multiprocessing.Event()
-        self.process = multiprocessing.Process(
-            target=_serve_relay,
-            args=(self.port, dot_delay_s, reply_delay_s, ready),
-            daemon=True,
-        )
-        self.process.start()
+        process = multiprocessing.Process(target=target, args=(*args, ready), daemon=True)
+        process.start()
+        self.processes.append(process)
         if not ready.wait(10):
             raise RuntimeError("the relay did not start")
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.join(10)
+        for process in self.processes:
+            process.terminate()
+            process.join(10)
 
 
 def fill(store: Store, count: int) -> None:
@@ -230,7 +237,7 @@ def several_dispatchers(relay: Relay, processes: int, count: int, connections: i
 def run(
     messages: int = 2000,
     delay_s: float = 0.1,
-    connections: tuple[int, ...] = (4, 32, 128),
+    connections: tuple[int, ...] = (4, 16, 32, 128),
     batch: int = 50,
     round_trip_s: float = 0.025,
 ) -> list[dict[str, float]]:
@@ -292,7 +299,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--delay", type=float, default=0.1)
     parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--connections", type=int, nargs="+", default=[4, 32, 128])
+    parser.add_argument("--connections", type=int, nargs="+", default=[4, 16, 32, 128])
     parser.add_argument("--round-trip", type=float, default=0.025)
     args = parser.parse_args()
     run(args.messages, args.delay, tuple(args.connections), args.batch, args.round_trip)

@@ -131,7 +131,7 @@ def test_defaults_match_the_documented_values() -> None:
         25,
         "auto",
         True,
-        4,
+        16,
     )
     assert smtp.data_timeout == timedelta(minutes=10)
     assert server.dispatcher_id is None and smtp.helo is None

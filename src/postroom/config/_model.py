@@ -312,7 +312,7 @@ class SmtpConfig(_Section):
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: Literal["auto", "starttls", "implicit", "none"] = "auto"  # the values of TlsMode
     verify: bool = True
-    connections: int = field(default=4, metadata=_limits(at_least=1, at_most=1000))
+    connections: int = field(default=16, metadata=_limits(at_least=1, at_most=1000))
     connect_timeout: timedelta = field(
         default=timedelta(seconds=30), metadata=_limits(above=timedelta(0))
     )

@@ -55,7 +55,7 @@ class SmtpSettings:
     password: str = field(default="", repr=False)
     identity: str = ""
     auth_host: str = ""
-    connections: int = 4
+    connections: int = 16
     connect_timeout_s: float = 30.0
     command_timeout_s: float = 300.0
     data_timeout_s: float = 600.0
