@@ -18,6 +18,7 @@ SCRIPTS = [
     "bench_queue",
     "bench_store",
     "bench_e2e",
+    "bench_sink",
     "bench_slow_relay",
     "bench_isolation",
     "bench_window",
