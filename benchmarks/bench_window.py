@@ -200,11 +200,15 @@ def run_row(relay: Relay, connections: int, count: int, batch: int) -> float:
         started = time.perf_counter()
         dispatch_all(store, relay.port, connections, batch, "bench")
         took = time.perf_counter() - started
-        sent = store.stats(None, datetime.now(UTC)).counts
+        check_all_sent(store, count)
         store.close()
-    if sum(v for k, v in sent.items() if k.value == "sent") != count:
-        raise RuntimeError(f"not every message was sent: {sent}")
     return count / took
+
+
+def check_all_sent(store: Store, count: int) -> None:
+    counts = store.stats(None, datetime.now(UTC)).counts
+    if sum(n for status, n in counts.items() if status.value == "sent") != count:
+        raise RuntimeError(f"not every message was sent: {counts}")
 
 
 def several_dispatchers(relay: Relay, processes: int, count: int, connections: int) -> float:
@@ -227,10 +231,8 @@ def several_dispatchers(relay: Relay, processes: int, count: int, connections: i
         for worker in workers:
             worker.join()
         took = time.perf_counter() - started
-        sent = store.stats(None, datetime.now(UTC)).counts
+        check_all_sent(store, count)
         store.close()
-    if sum(v for k, v in sent.items() if k.value == "sent") != count:
-        raise RuntimeError(f"not every message was sent: {sent}")
     return count / took
 
 
