@@ -14,8 +14,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Generator
-from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 from postroom.transport.smtp.replies import Answer, ProtocolError, take_answer
 
@@ -36,10 +35,9 @@ _RECV_SIZE = 65536
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
-@dataclass(frozen=True, slots=True)
-class Wait:
+class Wait(NamedTuple):
     """What a conversation waits for: ``events`` on ``fd`` (``None``: only the deadline),
-    until ``deadline`` (monotonic seconds)."""
+    until ``deadline`` (monotonic seconds). A tuple: one is made at every turn."""
 
     fd: int | None
     events: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from postroom.transport.base import Reply
 
@@ -27,9 +27,9 @@ class ProtocolError(Exception):
     """The server said something that is not a reply, or not a reply to the command asked."""
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """One complete reply as read: its code and the text of each line."""
+class Answer(NamedTuple):
+    """One complete reply as read: its code and the text of each line (a tuple: one is made
+    for every reply)."""
 
     code: int
     lines: tuple[str, ...]
