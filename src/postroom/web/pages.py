@@ -150,13 +150,7 @@ async def message_action(request: Request) -> Response:
     message_id, action = request.path_params["id"], request.path_params["action"]
     form = await request.form()
     if not csrf_ok(request, context.access, str(form.get(CSRF_FIELD, ""))):
-        return render(
-            request,
-            "error.html",
-            403,
-            title="Refused",
-            problem="the form is stale or came from another site: reload the page",
-        )
+        return _stale_form(request)
     try:
         notice = await run_in_threadpool(views.act, context, message_id, action)
     except NotFoundError:
@@ -218,15 +212,15 @@ async def mailbox_delete_all(request: Request) -> Response:
         return _no_mailbox(request)
     form = await request.form()
     if not csrf_ok(request, context.access, str(form.get(CSRF_FIELD, ""))):
-        return render(
-            request,
-            "error.html",
-            403,
-            title="Refused",
-            problem="the form is stale or came from another site: reload the page",
-        )
+        return _stale_form(request)
     await run_in_threadpool(context.mailbox.delete_all)
     return RedirectResponse("/mailbox", status_code=303)
+
+
+def _stale_form(request: Request) -> Response:
+    """A POST whose CSRF value does not match: refused, with what to do."""
+    problem = "the form is stale or came from another site: reload the page"
+    return render(request, "error.html", 403, title="Refused", problem=problem)
 
 
 async def login_form(request: Request) -> Response:
