@@ -27,6 +27,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 from postroom.config import load_config
 from postroom.store import Store, open_store
@@ -148,22 +151,29 @@ def test_overview_search_open_and_retry_in_a_real_browser(
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart")) == 3
     assert browser.save_screenshot(str(screenshots / "overview.png"))
 
-    browser.find_element(By.LINK_TEXT, "Messages").click()
+    _follow(browser, browser.find_element(By.LINK_TEXT, "Messages"))
     browser.find_element(By.NAME, "subject").send_keys("invoice")
-    browser.find_element(By.CSS_SELECTOR, "form.search button").click()
+    _follow(browser, browser.find_element(By.CSS_SELECTOR, "form.search button"))
     rows = browser.find_elements(By.CSS_SELECTOR, "table.messages tbody tr")
     assert len(rows) == 1
     link = rows[0].find_element(By.TAG_NAME, "a")
     assert link.text == "Invoice 2026-118 <script>alert(1)</script>"  # shown as text
-    link.click()
+    _follow(browser, link)
 
     assert browser.find_element(By.ID, "status").text == "failed"
     assert browser.save_screenshot(str(screenshots / "message-failed.png"))
-    browser.find_element(By.ID, "retry").click()
+    _follow(browser, browser.find_element(By.ID, "retry"))
     assert browser.find_element(By.ID, "status").text == "queued"
     assert "queued again" in browser.find_element(By.ID, "notice").text
     assert browser.find_elements(By.ID, "retry") == []
     assert store.get(failed).status == "queued"
+
+
+def _follow(browser: WebDriver, element: WebElement) -> None:
+    """Click a link or button, and wait until the page it leads to has replaced this one (a
+    click does not always wait for the next page, and the old page still matches)."""
+    element.click()
+    WebDriverWait(browser, 10).until(staleness_of(element))
 
 
 def test_a_script_in_an_html_email_does_not_run(
