@@ -73,6 +73,7 @@ class EmailFields:
         "_headers",
         "_headers_checked",
         "_html",
+        "_known",
         "_message_id",
         "_priority",
         "_read_receipt",
@@ -99,6 +100,7 @@ class EmailFields:
     _headers: dict[str, str]
     _headers_checked: dict[str, str]
     _html: str | None
+    _known: dict[str, Address]
     _message_id: str | None
     _priority: int
     _read_receipt: list[str]
@@ -134,6 +136,7 @@ class EmailFields:
         date: datetime | None = None,
     ) -> None:
         self._smtputf8 = _check_bool("smtputf8", smtputf8)  # first: address checks depend on it
+        self._known = {}
         self.auto_text = auto_text
         self.from_ = from_
         self.to = to
@@ -159,7 +162,15 @@ class EmailFields:
                 address.spec(False)  # refuses a non-ASCII local part now, not at send time
             except AddressError as exc:
                 raise AddressError(f"{field}: {exc}") from None
+        assert isinstance(value, str)
+        self._known[value.strip()] = address
         return address
+
+    def address_of(self, value: str, field: str) -> Address:
+        """The parsed form of ``value``, an address of this email: the one its check parsed
+        (rendering needs them all again), else parsed now."""
+        known = self._known.get(value)
+        return known if known is not None else parse_address(value, field)
 
     def _address(self, value: object, field: str) -> str:
         self._parsed(value, field)

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
-from postroom.message.addresses import address_header, parse_address
+from postroom.message.addresses import address_header
 from postroom.message.attachment import Attachment, split_content_type
 from postroom.message.headers import HARD_LIMIT, fold, unstructured, with_params
 from postroom.message.html_text import html_to_text
@@ -151,10 +151,10 @@ def _date_value(second: datetime, offset: timedelta | None) -> str:
 
 def _top_headers(email: Email) -> list[str]:
     utf8 = email.smtputf8
-    from_ = parse_address(email.from_, "from_")
-    lines = [address_header("From", [from_], utf8)]
-    to = [parse_address(value, "to") for value in email.to]
-    cc = [parse_address(value, "cc") for value in email.cc]
+    known = email.address_of
+    lines = [address_header("From", [known(email.from_ or "", "from_")], utf8)]
+    to = [known(value, "to") for value in email.to]
+    cc = [known(value, "cc") for value in email.cc]
     if to:
         lines.append(address_header("To", to, utf8))
     if cc:
@@ -162,14 +162,14 @@ def _top_headers(email: Email) -> list[str]:
     if not (to or cc):
         lines.append("To: undisclosed-recipients:;\r\n")
     if email.reply_to:
-        reply_to = [parse_address(value, "reply_to") for value in email.reply_to]
+        reply_to = [known(value, "reply_to") for value in email.reply_to]
         lines.append(address_header("Reply-To", reply_to, utf8))
     lines.append(unstructured("Subject", email.subject, utf8))
     date = email.date
     lines.append(f"Date: {_date_value(date.replace(microsecond=0), date.utcoffset())}\r\n")
     lines.append(fold("Message-ID", [email.message_id]))
     if email.read_receipt:
-        receipt = [parse_address(value, "read_receipt") for value in email.read_receipt]
+        receipt = [known(value, "read_receipt") for value in email.read_receipt]
         lines.append(address_header("Disposition-Notification-To", receipt, utf8))
     lines += [unstructured(name, value, utf8) for name, value in email.headers.items()]
     lines.append("MIME-Version: 1.0\r\n")
@@ -179,8 +179,7 @@ def _top_headers(email: Email) -> list[str]:
 def _emit(node: _Leaf | _Multi, seed: str, counter: Iterator[int]) -> list[bytes]:
     """``node``'s content headers, the blank line and its body, as chunks to join.
 
-    Every chunk edge has CR or LF on one side, and a boundary holds neither, so a boundary that
-    occurs in no chunk occurs nowhere in the part it encloses.
+    A boundary is searched for in the joined chunks of the parts it encloses.
     """
     if isinstance(node, _Leaf):
         return [node.headers.encode("ascii") + b"\r\n", node.body]
@@ -203,15 +202,14 @@ def _boundary(seed: str, index: int, children: list[list[bytes]]) -> bytes:
     derived from a hash of the parts too, which no content can foresee. Same input, same bytes.
     """
     boundary = f"=_{seed}.{index}".encode("ascii")
-    chunks = [chunk for child in children for chunk in child]
-    if not any(boundary in chunk for chunk in chunks):
+    enclosed = b"".join([chunk for child in children for chunk in child])
+    if boundary not in enclosed:
         return boundary
     digest = hashlib.blake2b(seed.encode("ascii"), digest_size=12)
-    for chunk in chunks:
-        digest.update(chunk)
+    digest.update(enclosed)
     for attempt in itertools.count():
         boundary = f"=_{digest.hexdigest()}.{index}.{attempt}".encode("ascii")
-        if not any(boundary in chunk for chunk in chunks):
+        if boundary not in enclosed:
             return boundary
     raise AssertionError("unreachable")  # pragma: no cover - itertools.count() never ends
 

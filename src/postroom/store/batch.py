@@ -74,16 +74,19 @@ TimeValue = str | datetime
 ToDb = Callable[[datetime], TimeValue]
 
 
-def db_time(value: datetime, what: str, to_db: ToDb) -> TimeValue:
-    """``to_db(value)``, or :class:`StoreError` naming ``what`` for a naive time."""
+def db_time(value: datetime, row_id: str, field: str, to_db: ToDb) -> TimeValue:
+    """``to_db(value)``, or :class:`StoreError` naming the message and the field for a naive
+    time (the words are put together only then: this runs several times per row)."""
     try:
         return to_db(value)
     except ValueError:
-        raise StoreError(f"{what} must be a timezone-aware datetime, got {value!r}") from None
+        raise StoreError(
+            f"message {row_id!r}: {field} must be a timezone-aware datetime, got {value!r}"
+        ) from None
 
 
-def _maybe_time(value: datetime | None, what: str, to_db: ToDb) -> TimeValue | None:
-    return None if value is None else db_time(value, what, to_db)
+def _maybe_time(value: datetime | None, row_id: str, field: str, to_db: ToDb) -> TimeValue | None:
+    return None if value is None else db_time(value, row_id, field, to_db)
 
 
 def _utf8_text(data: object) -> str | None:
@@ -153,20 +156,19 @@ def new_row(
             f"message {row.id!r}: status {row.status!r} cannot be inserted "
             f"(expected one of {', '.join(_INSERT_STATUSES)})"
         )
-    what = f"message {row.id!r}:"
     priority = row.priority
     if type(priority) is not int or not -priority_limit - 1 <= priority <= priority_limit:
         raise StoreError(
-            f"{what} priority must be an integer between {-priority_limit - 1} and "
+            f"message {row.id!r}: priority must be an integer between {-priority_limit - 1} and "
             f"{priority_limit}, got {priority!r}"
         )
     return (
         row.id,
         row.status,
         priority,
-        db_time(row.created_at, f"{what} created_at", to_db),
-        db_time(row.send_after, f"{what} send_after", to_db),
-        db_time(row.expires_at, f"{what} expires_at", to_db),
+        db_time(row.created_at, row.id, "created_at", to_db),
+        db_time(row.send_after, row.id, "send_after", to_db),
+        db_time(row.expires_at, row.id, "expires_at", to_db),
         row.failure,
         now,
         row.mail_from,
@@ -418,19 +420,18 @@ def outcome_rows(
     updates: list[tuple[object, ...]] = []
     tried: list[tuple[object, ...]] = []
     for result in results:
-        what = f"message {result.id!r}:"
         if result.status not in FINISH_STATUSES:
             raise StoreError(
-                f"{what} finish status {result.status!r} is not one of {', '.join(FINISH_STATUSES)}"
+                f"message {result.id!r}: finish status {result.status!r} is not one of {', '.join(FINISH_STATUSES)}"
             )
         attempt = result.attempt
         failed_at: TimeValue | None = None
         if attempt is not None:
-            ended = db_time(attempt.ended_at, f"{what} attempt ended_at", to_db)
+            ended = db_time(attempt.ended_at, result.id, "attempt ended_at", to_db)
             tried.append(
                 (
                     result.id,
-                    db_time(attempt.started_at, f"{what} attempt started_at", to_db),
+                    db_time(attempt.started_at, result.id, "attempt started_at", to_db),
                     ended,
                     attempt.outcome,
                     attempt.code,
@@ -450,9 +451,9 @@ def outcome_rows(
             (
                 result.status,
                 result.failure,
-                _maybe_time(result.next_attempt_at, f"{what} next_attempt_at", to_db),
+                _maybe_time(result.next_attempt_at, result.id, "next_attempt_at", to_db),
                 None if pending is None else dump_list(pending),
-                _maybe_time(result.sent_at, f"{what} sent_at", to_db),
+                _maybe_time(result.sent_at, result.id, "sent_at", to_db),
                 1 if result.count_fail else 0,
                 failed_at,
                 result.id,

@@ -36,7 +36,7 @@ from postroom.transport.smtp.channel import ASK_NEXT_ENVELOPE, Turns, Wait
 from postroom.transport.smtp.delivery import Relay, deliver
 from postroom.transport.smtp.envelope import Prepared, mail_command, prepare, refusal
 from postroom.transport.smtp.session import Session
-from postroom.transport.smtp.transaction import Transaction
+from postroom.transport.smtp.transaction import envelope
 
 __all__ = ["Batch"]
 
@@ -191,8 +191,7 @@ class Batch:
                 continue
             turns = deliver(self._relay, leader.lease, prepared, presented_on=session)
             leader.follower = (position, _Conversation(leader.lease, turns))
-            chunk = prepared.chunks()[0]
-            return Transaction(session, mail, chunk, b"", 0, 0).envelope()
+            return envelope(mail, prepared.chunks()[0])
         return b""
 
     def _ready(self) -> list[int]:

@@ -32,7 +32,15 @@ from postroom.transport.smtp.channel import (
 from postroom.transport.smtp.replies import Answer
 from postroom.transport.smtp.session import Session
 
-__all__ = ["Transaction", "TxnEnd"]
+__all__ = ["Transaction", "TxnEnd", "envelope"]
+
+
+def envelope(mail: str, recipients: tuple[str, ...]) -> bytes:
+    """The MAIL command ``mail``, RCPT for each recipient and DATA, as one pipelined group."""
+    if len(recipients) == 1:
+        return f"{mail}\r\nRCPT TO:<{recipients[0]}>\r\nDATA\r\n".encode()
+    rcpts = "".join([f"RCPT TO:<{r}>\r\n" for r in recipients])
+    return f"{mail}\r\n{rcpts}DATA\r\n".encode()
 
 
 @dataclass(slots=True)
@@ -67,8 +75,7 @@ class Transaction:
 
     def envelope(self) -> bytes:
         """MAIL, every RCPT and DATA as one pipelined group."""
-        rcpts = "".join(f"RCPT TO:<{r}>\r\n" for r in self.recipients)
-        return f"{self.mail}\r\n{rcpts}DATA\r\n".encode()
+        return envelope(self.mail, self.recipients)
 
     @property
     def pipelined(self) -> bool:
