@@ -225,7 +225,7 @@ def decode_email(raw: bytes) -> dict[str, Any]:
 def _document(raw: bytes) -> dict[str, Any]:
     """The payload's JSON object, checked for its version and an ``email`` object."""
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"payload is not UTF-8 JSON: {exc}") from exc
     if not isinstance(doc, dict):

@@ -180,6 +180,8 @@ class EmailFields:
     def _address_list(self, value: AddressInput, field: str) -> list[str]:
         if value is None:
             return []
+        if type(value) is list:  # the common case, checked before the slower ABC test below
+            return [self._address(item, field) for item in value]
         if isinstance(value, str):
             return [self._address(value, field)]
         if not isinstance(value, Iterable):
@@ -292,7 +294,7 @@ class EmailFields:
 
     @headers.setter
     def headers(self, value: Mapping[str, str] | None) -> None:
-        self._headers = {} if value is None else check_headers(value)
+        self._headers = {} if value is None or value == {} else check_headers(value)
         self._headers_checked = self._headers.copy()
 
     @property
