@@ -5,8 +5,9 @@ In one run, against one Postfix ``smtp-sink`` (which accepts every message and k
 1. the ceiling: Python ``smtplib`` with 4 threads, each on one reused connection, sending the
    small email of ``bench_e2e`` straight to the sink; the median of three runs just before and
    three just after postroom's measurement;
-2. postroom end to end: N emails enqueued (SQLite queue, SQLite database), then one
-   ``postroom serve`` process timed until every message is ``sent`` (``bench_e2e.throughput``);
+2. postroom end to end: N emails enqueued (SQLite queue, SQLite database), then
+   ``postroom serve`` timed until every message is ``sent`` (``bench_e2e.throughput``), once
+   with one dispatcher process and once with two (``email.server.processes: 2``);
 3. django-post_office with its defaults on SQLite: the same emails (text and HTML) queued with
    ``mail.send_many`` (not timed), then ``send_queued_mail`` timed with its defaults (1 process,
    batches of 100, 5 threads per process, a log row per email) until it returns, every email
@@ -14,9 +15,9 @@ In one run, against one Postfix ``smtp-sink`` (which accepts every message and k
    ``bench_django`` (``bench_django.bench_env()``), never in postroom's; see
    ``post_office_worker.py``. If that environment cannot be created, the row says so.
 
-It prints one line per figure, then postroom / ceiling (target at least 0.75) and
-postroom / post_office (target at least 5). Rates are per second, so post_office may be given
-fewer messages (``--post-office-messages``) when it is slow.
+It prints one line per figure, then for each number of processes postroom / ceiling (target at
+least 0.75) and postroom / post_office (target at least 5). Rates are per second, so
+post_office may be given fewer messages (``--post-office-messages``) when it is slow.
 
     python benchmarks/bench_sink.py [--messages 20000] [--post-office-messages N]
 """
@@ -35,12 +36,17 @@ from bench_django import bench_env
 
 CEILING_TARGET = 0.75
 POST_OFFICE_TARGET = 5.0
+#: dispatcher processes of postroom's rows: one, and one per core of a 2-core machine
+PROCESSES = (1, 2)
 
 
-def ceiling_and_postroom(port: int, messages: int) -> tuple[dict[str, object], dict[str, object]]:
-    """The smtplib ceiling (runs before and after) and postroom's end-to-end rate."""
+def ceiling_and_postroom(
+    port: int, messages: int
+) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """The smtplib ceiling (runs before and after) and postroom's end-to-end rate with one and
+    with two dispatcher processes (``email.server.processes``)."""
     before = bench_e2e.ceiling_runs(port, messages)
-    postroom = bench_e2e.throughput("sqlite", 1, port, messages)
+    rates = {n: bench_e2e.throughput("sqlite", n, port, messages)["rate"] for n in PROCESSES}
     runs = before + bench_e2e.ceiling_runs(port, messages)
     ceiling: dict[str, object] = {
         "bench": "smtplib 4 threads (ceiling)",
@@ -48,12 +54,15 @@ def ceiling_and_postroom(port: int, messages: int) -> tuple[dict[str, object], d
         "msgs_per_s": round(statistics.median(runs)),
         "runs": f"{min(runs):.0f}-{max(runs):.0f}",
     }
-    row: dict[str, object] = {
-        "bench": "postroom e2e sqlite queue + sqlite db, 1 process",
-        "messages": messages,
-        "msgs_per_s": round(postroom["rate"]),
-    }
-    return ceiling, row
+    rows: list[dict[str, object]] = [
+        {
+            "bench": f"postroom e2e sqlite queue + sqlite db, {n} process{'es' if n > 1 else ''}",
+            "messages": messages,
+            "msgs_per_s": round(rate),
+        }
+        for n, rate in rates.items()
+    ]
+    return ceiling, rows
 
 
 def post_office(port: int, messages: int) -> dict[str, object]:
@@ -102,7 +111,8 @@ def run(messages: int = 20000, post_office_messages: int | None = None) -> list[
     try:
         ceiling, postroom = ceiling_and_postroom(sink.port, messages)
         show(ceiling)
-        show(postroom)
+        for row in postroom:
+            show(row)
         po_count = post_office_messages or messages
         po = post_office(sink.port, po_count)
         if po_count != messages:
@@ -110,13 +120,13 @@ def run(messages: int = 20000, post_office_messages: int | None = None) -> list[
         show(po)
     finally:
         sink.stop()
-    ratios = [
-        ratio_row("postroom / smtplib ceiling", postroom, ceiling, CEILING_TARGET),
-        ratio_row("postroom / post_office", postroom, po, POST_OFFICE_TARGET),
-    ]
+    ratios = []
+    for n, row in zip(PROCESSES, postroom, strict=True):
+        ratios.append(ratio_row(f"postroom ({n}) / smtplib ceiling", row, ceiling, CEILING_TARGET))
+        ratios.append(ratio_row(f"postroom ({n}) / post_office", row, po, POST_OFFICE_TARGET))
     for row in ratios:
         show(row)
-    return [ceiling, postroom, po, *ratios]
+    return [ceiling, *postroom, po, *ratios]
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
-from postroom.message.addresses import address_header
+from postroom.message.addresses import Address, address_header
 from postroom.message.attachment import Attachment, split_content_type
 from postroom.message.headers import HARD_LIMIT, fold, unstructured, with_params
 from postroom.message.html_text import html_to_text
@@ -149,10 +149,16 @@ def _date_value(second: datetime, offset: timedelta | None) -> str:
     return format_datetime(second)
 
 
+@functools.lru_cache(maxsize=256)
+def _from_header(author: Address, smtputf8: bool) -> str:
+    """The From header of an author: most emails of an application share a few authors."""
+    return address_header("From", [author], smtputf8)
+
+
 def _top_headers(email: Email) -> list[str]:
     utf8 = email.smtputf8
     known = email.address_of
-    lines = [address_header("From", [known(email.from_ or "", "from_")], utf8)]
+    lines = [_from_header(known(email.from_ or "", "from_"), utf8)]
     to = [known(value, "to") for value in email.to]
     cc = [known(value, "cc") for value in email.cc]
     if to:
@@ -166,7 +172,8 @@ def _top_headers(email: Email) -> list[str]:
         lines.append(address_header("Reply-To", reply_to, utf8))
     lines.append(unstructured("Subject", email.subject, utf8))
     date = email.date
-    lines.append(f"Date: {_date_value(date.replace(microsecond=0), date.utcoffset())}\r\n")
+    second = date.replace(microsecond=0) if date.microsecond else date
+    lines.append(f"Date: {_date_value(second, date.utcoffset())}\r\n")
     lines.append(fold("Message-ID", [email.message_id]))
     if email.read_receipt:
         receipt = [known(value, "read_receipt") for value in email.read_receipt]
