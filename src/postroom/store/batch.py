@@ -422,7 +422,8 @@ def outcome_rows(
     for result in results:
         if result.status not in FINISH_STATUSES:
             raise StoreError(
-                f"message {result.id!r}: finish status {result.status!r} is not one of {', '.join(FINISH_STATUSES)}"
+                f"message {result.id!r}: finish status {result.status!r} is not one of "
+                f"{', '.join(FINISH_STATUSES)}"
             )
         attempt = result.attempt
         failed_at: TimeValue | None = None
