@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from postroom._quick_init import quick_init
 from postroom.durations import MAX_DURATION
 from postroom.errors import MessageError, PayloadError
 
@@ -141,6 +142,7 @@ def _key_bytes(key: object) -> bytes:
         raise MessageError(f"idempotency_key is not valid Unicode text ({exc.reason})") from None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class QueuedEmail:
     """One decoded payload. ``email`` is the ``Email.to_dict()`` form, not yet validated."""

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from postroom._quick_init import quick_init
 from postroom.transport.base import DeliveryResult, Outcome, Reply
 
 __all__ = [
@@ -53,6 +54,7 @@ class RetryPolicy:
     jitter: float = 0.2
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The new state of a message after one attempt.

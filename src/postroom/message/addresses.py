@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import idna
 
+from postroom._quick_init import quick_init
 from postroom.errors import AddressError, HeaderError
 from postroom.message.headers import check_value, encoded_words, fold
 
@@ -44,6 +45,7 @@ _IGNORABLE = re.compile(
 )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Address:
     """One parsed address. ``domain`` is as written; ``ascii_domain`` is its punycode form."""

@@ -30,9 +30,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from postroom._quick_init import quick_init
+
 __all__ = ["QueueEngine", "Taken"]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Taken:
     """One item handed to a consumer: ``tag`` is the receipt to pass to :meth:`QueueEngine.ack`."""

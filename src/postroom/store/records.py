@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from postroom._quick_init import quick_init
+
 __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
@@ -54,6 +56,7 @@ FINISH_STATUSES: tuple[str, ...] = ("sent", "queued", "failed", "expired")
 OUTCOMES: tuple[str, ...] = ("sent", "temporary", "permanent", "maybe_delivered", "abandoned")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """One row for :meth:`Store.insert_messages`.
@@ -76,6 +79,7 @@ class NewMessage:
     failure: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A row handed to one dispatcher under a lease by :meth:`Store.claim_due`.
@@ -96,6 +100,7 @@ class Claimed:
     refused: list[str] = field(default_factory=list)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Abandoned(Claimed):
     """A row taken over by :meth:`Store.take_over` from a dispatcher that died holding it.
@@ -108,6 +113,7 @@ class Abandoned(Claimed):
     attempt_started_at: datetime | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RecipientReply:
     """One recipient's reply in one attempt (``code`` ``None``: the recipient got none)."""
@@ -147,6 +153,7 @@ class DispatcherInfo:
     relay_failure: str | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """What one delivery attempt did; becomes one ``attempts`` row.
@@ -167,6 +174,7 @@ class AttemptRecord:
     replies: Sequence[RecipientReply] = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Finish:
     """The outcome of one claimed message, written by :meth:`Store.finish`.

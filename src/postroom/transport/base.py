@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from postroom._quick_init import quick_init
+
 __all__ = [
     "DeliveryResult",
     "Job",
@@ -54,6 +56,7 @@ _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 _NOT_IN_COMMANDS = re.compile(r"[\r\n\0<>]")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Reply:
     """One SMTP reply. ``code`` is 0 when there was none (connection dropped, timeout).
@@ -107,6 +110,7 @@ class Outcome(enum.StrEnum):
     DEFERRED = "deferred"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
     """What one delivery attempt achieved.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from postroom._quick_init import quick_init
 from postroom.transport.base import Job, envelope_problem
 from postroom.transport.smtp.session import Session
 
@@ -36,6 +37,7 @@ _EOL = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A sendable job: sender, recipients without duplicates, the DATA section, and what the
