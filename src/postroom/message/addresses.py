@@ -109,6 +109,22 @@ def _unquote(name: str) -> str:
 
 
 def _ascii_domain(domain: str, text: str) -> str:
+    """The ASCII form of ``domain``; :class:`AddressError` quoting ``text`` when invalid."""
+    known = _valid_ascii_domain(domain)
+    return known if known is not None else _checked_ascii_domain(domain, text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_ascii_domain(domain: str) -> str | None:
+    """The ASCII form of a valid ``domain``, else ``None``: a few domains (a company's own, the
+    big mailbox providers) make up most addresses, and IDNA checks cost more than a lookup."""
+    try:
+        return _checked_ascii_domain(domain, domain)
+    except AddressError:
+        return None
+
+
+def _checked_ascii_domain(domain: str, text: str) -> str:
     if _LITERAL.match(domain):
         return domain
     ascii_domain = domain if domain.isascii() else _idna(domain, text)

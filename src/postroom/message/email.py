@@ -17,8 +17,9 @@ from postroom.message.addresses import parse_address
 from postroom.message.attachment import Attachment, guess_content_type
 from postroom.message.fields import EmailFields, check_body
 from postroom.message.headers import check_value
+from postroom.message.render import render
 from postroom.message.schedule import due_at, due_in
-from postroom.message.serialize import VERSION
+from postroom.message.serialize import VERSION, from_dict
 
 if TYPE_CHECKING:
     from postroom.client import Outbox
@@ -186,8 +187,6 @@ class Email(EmailFields):
     def to_bytes(self) -> bytes:
         """The message as RFC 5322 bytes: CRLF line endings, 7-bit ASCII (unless
         :attr:`smtputf8`), no line over 998 octets, no Bcc. Validates first."""
-        from postroom.message.render import render
-
         self.validate()
         return render(self)
 
@@ -294,9 +293,7 @@ class Email(EmailFields):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Email:
         """Rebuild an Email from :meth:`to_dict` output; refuses unknown versions and fields."""
-        from postroom.message.serialize import from_dict
-
-        return from_dict(data)
+        return from_dict(data, cls)
 
     # -- queueing -------------------------------------------------------------------------------
     def enqueue(self, *, outbox: Outbox | None = None, idempotency_key: str | None = None) -> str:

@@ -181,7 +181,7 @@ class EmailFields:
         if value is None:
             return []
         if type(value) is list:  # the common case, checked before the slower ABC test below
-            return [self._address(item, field) for item in value]
+            return [self._address(item, field) for item in value] if value else []
         if isinstance(value, str):
             return [self._address(value, field)]
         if not isinstance(value, Iterable):

@@ -190,6 +190,8 @@ def encoded_words(text: str, first_line_used: int = 0) -> list[str]:
 
 def unstructured(name: str, value: str, smtputf8: bool = False) -> str:
     """Render an unstructured header (Subject, a custom header) ending in CRLF."""
+    if len(name) + len(value) + 2 <= MAX_LINE and value.isascii() and _plain_ok(value, smtputf8):
+        return f"{name}: {value}\r\n"  # what folding gives a short plain value: one line
     if _plain_ok(value, smtputf8):
         return fold(name, _plain_pieces(value))
     return fold(name, encoded_words(value, len(name) + 2))

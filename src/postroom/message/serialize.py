@@ -47,6 +47,7 @@ _FIELDS = {
     "auto_text": "auto_text",
     "message_id": "message_id",
 }
+_KNOWN_KEYS = frozenset({*_FIELDS, "v", "date", "attachments"})
 _ATTACHMENT_KEYS = frozenset({"filename", "content_type", "inline", "content_id", "content"})
 
 
@@ -87,10 +88,9 @@ def _date(value: object) -> datetime | None:
     return parsed
 
 
-def from_dict(data: Mapping[str, Any]) -> Email:
-    """Rebuild an Email; raise :class:`MessageError` naming the first problem."""
-    from postroom.message.email import Email
-
+def from_dict(data: Mapping[str, Any], cls: type[Email]) -> Email:
+    """Rebuild an Email of class ``cls``; raise :class:`MessageError` naming the first
+    problem."""
     if not isinstance(data, Mapping):
         raise MessageError(f"email data must be a dict, not {type(data).__name__}")
     version = data.get("v")
@@ -99,14 +99,14 @@ def from_dict(data: Mapping[str, Any]) -> Email:
             f"email data version {repr(version)[:40]} is not supported "
             f"(this postroom reads {VERSION})"
         )
-    unknown = set(data) - set(_FIELDS) - {"v", "date", "attachments"}
-    if unknown:
+    if not _KNOWN_KEYS.issuperset(data):
+        unknown = set(data) - _KNOWN_KEYS
         raise MessageError(f"email data has unknown keys: {', '.join(sorted(map(str, unknown)))}")
     kwargs = {_FIELDS[key]: value for key, value in data.items() if key in _FIELDS}
     attachments = data.get("attachments") or []
     if not isinstance(attachments, list):
         raise MessageError("attachments must be a list")
-    return Email(
+    return cls(
         **kwargs,
         date=_date(data.get("date")),
         attachments=[_attachment(i, item) for i, item in enumerate(attachments)],
