@@ -143,3 +143,24 @@ def test_long_parameter_names_still_split_their_values() -> None:
     assert all(len(part) <= 998 for part in line.split("\r\n"))
     message = BytesParser(policy=policy.default).parsebytes(line.encode("ascii") + b"\r\n")
     assert message.get_param(key) == "é" * 100
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "Hi", "Your order  ships today", "x" * 69, "x" * 70, "a " * 40, "tab\there", "=?no?="],
+)
+def test_a_short_plain_value_is_written_as_folding_would_write_it(value: str) -> None:
+    from postroom.message.headers import _plain_ok, _plain_pieces
+
+    written = unstructured("Subject", value)
+    if _plain_ok(value, False):
+        assert written == fold("Subject", _plain_pieces(value))
+    else:
+        assert "=?" in written  # encoded, never written as is
+
+
+def test_a_bad_domain_names_the_whole_address_every_time() -> None:
+    for text in ("Ana <a@-bad.example>", "Bo <b@-bad.example>"):  # the same domain twice
+        with pytest.raises(AddressError, match=re.escape(f"{text!r}") + ".*bad domain"):
+            parse_address(text)
+    assert parse_address("b@example.org").ascii_domain == "example.org"

@@ -124,3 +124,13 @@ def test_date_offset_is_kept() -> None:
     email = Email(from_="a@example.com", to="b@example.com")
     email.date = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     assert Email.from_dict(email.to_dict()).date == email.date
+
+
+def test_from_dict_on_a_subclass_gives_the_subclass() -> None:
+    class Receipt(Email):
+        __slots__ = ()
+
+    original = Email(from_="a@example.com", to=["b@example.com"], subject="s", text="t")
+    rebuilt = Receipt.from_dict(original.to_dict())
+    assert type(rebuilt) is Receipt
+    assert rebuilt.to_bytes() == original.to_bytes()
