@@ -238,6 +238,17 @@ def test_insert_is_idempotent_on_id(store: Store) -> None:
     assert store.stats(None, T0).counts["queued"] == 3
 
 
+def test_a_batch_larger_than_one_statement_is_inserted_whole_and_once(store: Store) -> None:
+    rows = [new(f"m{i:04d}", data=f"payload {i}".encode()) for i in range(1234)]
+    rows.insert(700, new("m0001"))  # a repeat in another statement than its first
+    assert store.insert_messages(rows) == 1234
+    assert store.insert_messages(rows[-10:]) == 0
+    claimed = store.claim_due("A", 2000, 60, at(10))
+    assert len(claimed) == 1234
+    assert {c.id: c.data for c in claimed}["m1233"] == b"payload 1233"
+    assert store.get("m0500").due_at == store.get("m0500").send_after
+
+
 def test_get_round_trips_every_column_as_aware_utc(store: Store) -> None:
     paris = timezone(timedelta(hours=1))
     store.insert_messages(
