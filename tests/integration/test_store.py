@@ -249,6 +249,18 @@ def test_a_batch_larger_than_one_statement_is_inserted_whole_and_once(store: Sto
     assert store.get("m0500").due_at == store.get("m0500").send_after
 
 
+def test_a_finish_larger_than_one_statement_records_every_row_and_attempt(store: Store) -> None:
+    ids = [f"m{i:04d}" for i in range(1203)]
+    store.insert_messages([new(i) for i in ids])
+    assert len(store.claim_due("A", 2000, 60, at(1))) == 1203
+    results = [sent(i) if n % 3 else retry_later(i, at(600)) for n, i in enumerate(ids)]
+    assert store.finish("A", results, at(2)) == 1203
+    counts = store.stats(None, at(3)).counts
+    assert (counts["sent"], counts["queued"], counts["sending"]) == (802, 401, 0)
+    assert [a.reply for a in store.attempts("m1202")] == ["ok"]
+    assert store.get("m1200").due_at == at(600)
+
+
 def test_get_round_trips_every_column_as_aware_utc(store: Store) -> None:
     paris = timezone(timedelta(hours=1))
     store.insert_messages(

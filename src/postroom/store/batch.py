@@ -1,19 +1,19 @@
 """The dispatcher's hot statements (ingest, claim, finish, release) as plain SQL on the driver.
 
 These run for every message, so they skip SQLAlchemy's per-row machinery: the SQL text is fixed
-per dialect, values are converted once into plain tuples (:mod:`postroom.store.convert`), and the
-driver gets the whole batch at once. The one difference between the engines is how a batch
-travels:
+per dialect (and number of rows), values are converted once into plain tuples
+(:mod:`postroom.store.convert`), and the driver gets the whole batch at once. The one difference
+between the engines is how a batch travels:
 
-* SQLite gets the batch in one statement, in the caller's ``BEGIN IMMEDIATE`` transaction:
-  finishes as one JSON array of rows unpacked by ``json_each``, inserts as one multi-row
-  ``VALUES`` list with every value bound (a payload is bound as it is; inside JSON each of its
-  quotes would have to be escaped and parsed again, which cost more than the rest of the row).
-  One statement is one
-  ``sqlite3_step``: Python's driver lets go of the GIL around every step, and in a busy
-  dispatcher taking it back can wait behind the SMTP threads for milliseconds, while the write
-  lock is held. Row by row (``executemany``) a batch of 20 finishes cost 5 times what it costs
-  alone; as one statement the wait happens once per batch.
+* SQLite gets the batch in one statement (up to 500 rows), in the caller's ``BEGIN IMMEDIATE``
+  transaction: a multi-row ``VALUES`` list with every value bound as it is (an earlier version
+  sent one JSON array, in which every quote of a payload or a reply had to be escaped, then
+  parsed again: that cost more than the rest of the row). Lists of ids travel as JSON arrays
+  unpacked by ``json_each``. One statement is one ``sqlite3_step``: Python's driver lets go of
+  the GIL around every step, and in a busy dispatcher taking it back can wait behind the SMTP
+  threads for milliseconds, while the write lock is held. Row by row (``executemany``) a batch
+  of 20 finishes cost 5 times what it costs alone; as one statement the wait happens once per
+  batch.
 * PostgreSQL gets the batch as arrays, one per column, in one statement (``unnest``), sent in
   one round trip together with its ``COMMIT`` (pipeline mode), parameters in binary.
 
@@ -30,7 +30,6 @@ planner compile the statement.)
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -90,15 +89,6 @@ def db_time(value: datetime, row_id: str, field: str, to_db: ToDb) -> TimeValue:
 
 def _maybe_time(value: datetime | None, row_id: str, field: str, to_db: ToDb) -> TimeValue | None:
     return None if value is None else db_time(value, row_id, field, to_db)
-
-
-def _json_rows(rows: Sequence[Sequence[object]]) -> str:
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-
-
-def _row_values(count: int) -> list[str]:
-    """The expressions that read columns ``0 .. count-1`` of one ``json_each`` row."""
-    return [f"json_extract(value, '$[{i}]')" for i in range(count)]
 
 
 # -- ingest ---------------------------------------------------------------------------------------
@@ -356,26 +346,46 @@ _ATTEMPT_COLUMNS = (
     *("message_id", "started_at", "ended_at", "outcome", "code", "enhanced_code", "reply"),
     *("dispatcher", "recipients", "replies"),
 )
-_o = dict(zip(_OUTCOME_COLUMNS, _row_values(len(_OUTCOME_COLUMNS)), strict=True))
-_FINISH_SQLITE = (
-    "UPDATE messages SET status = r.status, failure = r.failure, "
-    "next_attempt_at = r.next_attempt_at, "
-    "due_at = CASE WHEN r.next_attempt_at > messages.send_after THEN r.next_attempt_at "
-    "ELSE messages.send_after END, "
-    "pending_recipients = r.pending_recipients, sent_at = r.sent_at, "
-    "refused = coalesce(r.refused, messages.refused), "
-    "num_fails = messages.num_fails + r.inc, "
-    "last_failed_at = coalesce(r.failed_at, messages.last_failed_at), "
-    "lease_owner = NULL, lease_until = NULL, attempt_started_at = NULL, updated_at = ?2 "
-    f"FROM (SELECT {', '.join(f'{expr} AS {name}' for name, expr in _o.items())} "
-    "FROM json_each(?1)) AS r "
-    "WHERE messages.id = r.id AND messages.status = r.fence AND messages.lease_owner = ?3"
-)
-_a = _row_values(len(_ATTEMPT_COLUMNS))
-_ATTEMPT_SQLITE = (
-    f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) SELECT {', '.join(_a)} "
-    f"FROM json_each(?1) WHERE EXISTS (SELECT 1 FROM messages WHERE id = {_a[0]})"
-)
+_OUTCOME_WIDTH = len(_OUTCOME_COLUMNS)
+#: rows per finish or attempts statement at most (10 values each: far below SQLite's limit)
+_OUTCOME_MAX_ROWS = 500
+
+
+@lru_cache(maxsize=16)
+def _finish_sqlite_statement(count: int) -> str:
+    """The finish of ``count`` rows: ``?1`` is now, ``?2`` the owner, then each row's values
+    in the order of :data:`_OUTCOME_COLUMNS`."""
+    width = _OUTCOME_WIDTH
+    rows = ", ".join(
+        "(" + ", ".join(f"?{3 + i * width + j}" for j in range(width)) + ")" for i in range(count)
+    )
+    named = ", ".join(f"column{j + 1} AS {name}" for j, name in enumerate(_OUTCOME_COLUMNS))
+    return (
+        "UPDATE messages SET status = r.status, failure = r.failure, "
+        "next_attempt_at = r.next_attempt_at, "
+        "due_at = CASE WHEN r.next_attempt_at > messages.send_after THEN r.next_attempt_at "
+        "ELSE messages.send_after END, "
+        "pending_recipients = r.pending_recipients, sent_at = r.sent_at, "
+        "refused = coalesce(r.refused, messages.refused), "
+        "num_fails = messages.num_fails + r.inc, "
+        "last_failed_at = coalesce(r.failed_at, messages.last_failed_at), "
+        "lease_owner = NULL, lease_until = NULL, attempt_started_at = NULL, updated_at = ?1 "
+        f"FROM (SELECT {named} FROM (VALUES {rows})) AS r "
+        "WHERE messages.id = r.id AND messages.status = r.fence AND messages.lease_owner = ?2"
+    )
+
+
+@lru_cache(maxsize=16)
+def _attempts_sqlite_statement(count: int) -> str:
+    """The attempts of ``count`` rows, each kept only while its message exists."""
+    row = "(" + ", ".join(["?"] * len(_ATTEMPT_COLUMNS)) + ")"
+    return (
+        f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) "
+        f"SELECT * FROM (VALUES {', '.join([row] * count)}) AS v "
+        "WHERE EXISTS (SELECT 1 FROM messages WHERE id = v.column1)"
+    )
+
+
 _FINISH_POSTGRES = (
     "WITH r AS (SELECT * FROM unnest(%(status)b::text[], %(failure)b::text[], "
     "%(next_attempt_at)b::timestamptz[], %(pending_recipients)b::text[], "
@@ -495,10 +505,17 @@ def finish_sqlite(
     message purged meanwhile loses its attempt, as its other attempts went with it), then mark
     the rows ``started``."""
     updated = 0
-    if updates:
-        updated = dbapi.execute(_FINISH_SQLITE, (_json_rows(updates), now, owner)).rowcount
-    if tried:
-        dbapi.execute(_ATTEMPT_SQLITE, (_json_rows(tried),))
+    step = _OUTCOME_MAX_ROWS
+    for chunk in (updates[i : i + step] for i in range(0, len(updates), step)):
+        values: list[object] = [now, owner]
+        for row in chunk:
+            values += row
+        updated += dbapi.execute(_finish_sqlite_statement(len(chunk)), values).rowcount
+    for chunk in (tried[i : i + step] for i in range(0, len(tried), step)):
+        values = []
+        for row in chunk:
+            values += row
+        dbapi.execute(_attempts_sqlite_statement(len(chunk)), values)
     started_sqlite(dbapi, owner, started, now)
     return updated
 
