@@ -67,6 +67,12 @@ class PreparedEmail:
     def __init__(self, email: Email) -> None:
         email.validate()
         self._json = email.to_json()
+        self._bytes = email.to_bytes()
+        self.to, self.cc, self.bcc = email.to, email.cc, email.bcc
+        self.envelope_recipients = email.envelope_recipients
+
+    def to_bytes(self) -> bytes:
+        return self._bytes
 
     def validate(self) -> None:
         pass
