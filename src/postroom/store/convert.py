@@ -11,6 +11,7 @@ Both the SQLAlchemy column types of :mod:`postroom.store.schema` and the batch s
 
 from __future__ import annotations
 
+import functools
 import json
 import json.encoder
 from collections.abc import Sequence
@@ -50,7 +51,22 @@ def utc_time(value: datetime) -> datetime:
 
 
 def sqlite_time(value: datetime) -> str:
-    """``value`` as SQLite stores it: fixed-width UTC text, so text order is time order."""
+    """``value`` as SQLite stores it: fixed-width UTC text, so text order is time order.
+
+    The last times converted are remembered: a row's times are often one and the same (sent at
+    the end of its attempt; due when it was queued), and a batch shares its ``now``. Equal
+    aware times are one instant, so they have one text whatever their zones."""
+    if type(value) is datetime:
+        return _remembered_sqlite_time(value)
+    return _sqlite_time(value)  # a subclass, or not a time at all: ValueError
+
+
+@functools.lru_cache(maxsize=256)
+def _remembered_sqlite_time(value: datetime) -> str:
+    return _sqlite_time(value)
+
+
+def _sqlite_time(value: datetime) -> str:
     utc = utc_time(value)
     text = utc.isoformat(" ")  # "...:SS.ffffff+00:00", or "...:SS+00:00" on a whole second
     return text[:SQLITE_TIME_WIDTH] if utc.microsecond else f"{text[:19]}.000000"
