@@ -191,9 +191,11 @@ def envelope_problem(mail_from: str, recipients: Sequence[str]) -> str | None:
     if not recipients or not all(recipients):
         return "a message needs at least one recipient, and no empty ones"
     addresses = (mail_from, *recipients)
-    if not all(isinstance(address, str) for address in addresses):
+    try:
+        joined = "".join(addresses)  # TypeError unless every address is a string
+    except TypeError:
         return f"addresses must be strings, got {addresses!r}"
-    if not _NOT_IN_COMMANDS.search("".join(addresses)):
+    if not _NOT_IN_COMMANDS.search(joined):
         return None
     bad = next(a for a in addresses if _NOT_IN_COMMANDS.search(a))
     return f"address {bad!r} cannot be used in an SMTP command"

@@ -66,20 +66,15 @@ def prepare(job: Job) -> Prepared | str:
     if not isinstance(message, bytes | bytearray | memoryview):
         return f"the message must be bytes, not {type(message).__name__}"
     data = data_section(bytes(message))
-    ascii_addresses = mail_from.isascii() and all(r.isascii() for r in recipients)
+    ascii_addresses = mail_from.isascii() and "".join(recipients).isascii()
     ascii_head = ascii_body = data.isascii()
     if not ascii_body:
         head_end = data.find(b"\r\n\r\n")
         head_end = len(data) if head_end < 0 else head_end
         ascii_head = data[:head_end].isascii()
         ascii_body = data[head_end:].isascii()
-    return Prepared(
-        mail_from=mail_from,
-        recipients=tuple(dict.fromkeys(recipients)),
-        data=data,
-        needs_smtputf8=not (ascii_addresses and ascii_head),
-        eight_bit_body=not ascii_body,
-    )
+    unique = tuple(recipients) if len(recipients) == 1 else tuple(dict.fromkeys(recipients))
+    return Prepared(mail_from, unique, data, not (ascii_addresses and ascii_head), not ascii_body)
 
 
 def mail_command(job: Prepared, session: Session) -> str | None:
