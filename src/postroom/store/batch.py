@@ -31,7 +31,7 @@ planner compile the statement.)
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -107,8 +107,19 @@ _INSERTED = (
 #: (it is also the first ``due_at``)
 _INSERT_SQLITE_ROW = "(?, ?, ?, ?, ?, NULL, ?, ?, 0, ?, ?, ?, ?, NULL, ?, ?, ?)"
 _INSERT_SQLITE_WIDTH = _INSERT_SQLITE_ROW.count("?")
-#: rows per statement at most: 500 x 14 values stays under SQLite's default limit of 32,766
-_INSERT_SQLITE_MAX_ROWS = 500
+#: rows per multi-row statement at most (500 x 14 values stays under SQLite's default limit of
+#: 32,766 values per statement; :func:`_statement_chunks` also respects a lower one)
+_SQLITE_MAX_ROWS = 500
+
+
+def _statement_chunks(
+    dbapi: sqlite3.Connection, rows: list[tuple[object, ...]], width: int
+) -> Iterator[list[tuple[object, ...]]]:
+    """``rows`` of ``width`` values each, in runs that one statement can bind."""
+    limit = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
+    step = max(1, min(_SQLITE_MAX_ROWS, limit))
+    for start in range(0, len(rows), step):
+        yield rows[start : start + step]
 
 
 @lru_cache(maxsize=16)
@@ -175,11 +186,8 @@ def insert_postgres(dbapi: PgConnection, rows: list[tuple[object, ...]]) -> int:
 
 def insert_sqlite(dbapi: sqlite3.Connection, rows: list[tuple[object, ...]]) -> int:
     """:func:`insert_postgres` for SQLite, inside the caller's transaction."""
-    limit = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _INSERT_SQLITE_WIDTH
-    step = max(1, min(_INSERT_SQLITE_MAX_ROWS, limit))
     inserted = 0
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
+    for chunk in _statement_chunks(dbapi, rows, _INSERT_SQLITE_WIDTH):
         values: list[object] = []
         for row in chunk:
             values += row[:5]
@@ -347,8 +355,6 @@ _ATTEMPT_COLUMNS = (
     *("dispatcher", "recipients", "replies"),
 )
 _OUTCOME_WIDTH = len(_OUTCOME_COLUMNS)
-#: rows per finish or attempts statement at most (10 values each: far below SQLite's limit)
-_OUTCOME_MAX_ROWS = 500
 
 
 @lru_cache(maxsize=16)
@@ -505,13 +511,12 @@ def finish_sqlite(
     message purged meanwhile loses its attempt, as its other attempts went with it), then mark
     the rows ``started``."""
     updated = 0
-    step = _OUTCOME_MAX_ROWS
-    for chunk in (updates[i : i + step] for i in range(0, len(updates), step)):
+    for chunk in _statement_chunks(dbapi, updates, _OUTCOME_WIDTH + 2):  # room for ?1, ?2
         values: list[object] = [now, owner]
         for row in chunk:
             values += row
         updated += dbapi.execute(_finish_sqlite_statement(len(chunk)), values).rowcount
-    for chunk in (tried[i : i + step] for i in range(0, len(tried), step)):
+    for chunk in _statement_chunks(dbapi, tried, len(_ATTEMPT_COLUMNS)):
         values = []
         for row in chunk:
             values += row
